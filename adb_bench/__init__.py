@@ -1,0 +1,1 @@
+"""Everything that happens on a device: it benchmarks files (never imports `compress`)."""

@@ -1,0 +1,73 @@
+"""pocketbench: `python cli.py [overrides]` runs one variant, `-m` a sweep, `report DIR` rebuilds a table."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from compress.config import build
+from compress.errors import UserError
+from compress.pipeline import run_variant
+from compress.results import any_failed, fail, identity, summarize, write_result
+
+CONF = Path(__file__).resolve().parent / "conf"
+log = logging.getLogger("pocketbench")
+
+
+def check_choices(overrides: list[str]) -> None:
+    """`group=a,b` naming a config that does not exist → one line listing the valid choices."""
+    for arg in overrides:
+        match = re.fullmatch(r"([a-z_]+)=([\w,.-]+)", arg)
+        if not match or not (CONF / match[1]).is_dir():
+            continue
+        valid = sorted(p.stem for p in (CONF / match[1]).glob("*.yaml"))
+        for choice in match[2].split(","):
+            if choice not in valid:
+                raise UserError(f"unknown {match[1]} {choice!r}; choose one of: {', '.join(valid)}")
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def run(cfg: DictConfig) -> None:
+    """One variant → `result.json` in the job dir; a failure is a row, never a crashed sweep."""
+    job_dir = Path(HydraConfig.get().runtime.output_dir)
+    row = identity(cfg, str(job_dir))
+    try:
+        run_variant(cfg, build(cfg.device), row)
+    except Exception as exc:  # noqa: BLE001 — every failure becomes a row
+        fail(row, exc)
+    write_result(row, job_dir)
+    if HydraConfig.get().mode == RunMode.RUN and any_failed(summarize(job_dir)):
+        sys.exit(1)
+
+
+def report(folder: str) -> int:
+    """Rebuild summary.csv from whatever result.json files exist under `folder`."""
+    if not Path(folder).is_dir():
+        raise UserError(f"no such directory {folder!r}; pass a sweep dir such as outputs/sweeps/DATE/TIME")
+    table = summarize(Path(folder))
+    return 1 if table.empty or any_failed(table) else 0
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    try:
+        if args[:1] == ["report"]:
+            if len(args) != 2:
+                raise UserError("usage: python cli.py report SWEEP_DIR")
+            sys.exit(report(args[1]))
+        check_choices(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    run()
+
+
+if __name__ == "__main__":
+    main()

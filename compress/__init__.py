@@ -1,0 +1,1 @@
+"""Everything that happens to the model: zoo, data, training, techniques, export, metrics."""

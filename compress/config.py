@@ -1,0 +1,28 @@
+"""Turning config nodes into objects, and checking the top-level knobs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from compress.errors import UserError
+
+
+def build(node: DictConfig | dict, **kwargs: Any) -> Any:
+    """Instantiate a config node (its `_target_`); the descriptive `name` key is not an argument."""
+    spec = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    spec.pop("name", None)
+    return instantiate(spec, **kwargs, _convert_="all")
+
+
+def plain(node: DictConfig | None) -> Any:
+    """A resolved, JSON-ready copy of a config node (for cache keys and logs)."""
+    return None if node is None else OmegaConf.to_container(node, resolve=True)
+
+
+def check_ratio(ratio: float) -> float:
+    if not isinstance(ratio, int | float) or not 0.0 <= float(ratio) < 1.0:
+        raise UserError(f"ratio must be a number in [0, 1) (the fraction a technique removes), got {ratio!r}")
+    return float(ratio)

@@ -1,0 +1,59 @@
+"""What every data set loader returns, and the helpers they share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from compress.errors import UserError
+
+
+@dataclass
+class Data:
+    """A train and a test split of one classification data set."""
+
+    train: Dataset
+    test: Dataset
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+
+class TensorImages(Dataset):
+    """Images held in memory as one float tensor (N, C, H, W), with an optional per-sample transform."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Callable | None = None):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.images[i]
+        return (self.transform(x) if self.transform else x), self.labels[i]
+
+
+def limited(ds: Dataset, limit: int | None) -> Dataset:
+    """The first `limit` samples of `ds` (all of it when `limit` is None)."""
+    if limit is None or limit >= len(ds):
+        return ds
+    if limit <= 0:
+        raise UserError(f"dataset limit must be a positive number of samples, got {limit}")
+    return Subset(ds, range(limit))
+
+
+def check_shape(name: str, expected: Sequence[int], classes: int, input_shape: Sequence[int], n: int) -> None:
+    """A data set with a fixed shape rejects a config that claims another one."""
+    if tuple(input_shape) != tuple(expected) or n != classes:
+        raise UserError(
+            f"dataset {name} has input_shape {list(expected)} and {classes} classes; "
+            f"remove the overrides dataset.input_shape / dataset.num_classes"
+        )
+
+
+def make_loader(ds: Dataset, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
+    """A single-process loader; shuffling is driven by its own seeded generator (deterministic)."""
+    gen = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=gen, num_workers=0)

@@ -1,0 +1,1 @@
+"""Compression techniques. The catalogue is `conf/technique/`: each file lists the steps (classes here)."""

@@ -1,0 +1,58 @@
+"""The one signature every technique step has, and the runtime objects it is called with."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from compress.data import Data, make_loader
+
+
+@dataclass
+class Context:
+    """Runtime objects a step may use; hyperparameters come from the step's YAML instead."""
+
+    data: Data
+    example: torch.Tensor  # one input batch of size 1, the shape the model is exported with
+    teacher: nn.Module  # the trained base model (read-only)
+    finetune: Callable[[nn.Module, int], nn.Module]  # (model, epochs) -> model, the finetune recipe
+    qengine: str  # quantized engine of the target device: qnnpack (phones), x86, fbgemm, onednn
+    seed: int
+    batch_size: int = 64
+    notes: list[str] = field(default_factory=list)  # lines for the row's `notes` column
+
+    def train_batches(self, n: int):
+        """The first `n` input batches of the training set (calibration, gradients for importance)."""
+        for i, (x, _) in enumerate(make_loader(self.data.train, self.batch_size, shuffle=True, seed=self.seed)):
+            if i >= n:
+                return
+            yield x
+
+    def note(self, line: str) -> None:
+        self.notes.append(line)
+
+
+class Step:
+    """One compression step. `apply` runs before the fine-tune stage, `finalize` after it.
+
+    `uses_ratio` says whether the top-level `ratio` means something to this step; a step built with
+    a fixed `ratio` in its YAML ignores the top-level one.
+    """
+
+    uses_ratio: bool = True
+
+    def __init__(self, ratio: float | None = None):
+        self.ratio = ratio
+
+    @property
+    def takes_sweep_ratio(self) -> bool:
+        return self.uses_ratio and self.ratio is None
+
+    def apply(self, model: nn.Module, ratio: float, ctx: Context) -> nn.Module:
+        return model
+
+    def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
+        return model

@@ -1,0 +1,119 @@
+"""The training loop (base training and fine-tuning, optionally distilled) and top-k evaluation."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from compress.data import make_loader
+from compress.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Recipe:
+    """How to train: one `train:` or `finetune:` config block."""
+
+    epochs: int
+    lr: float
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+
+
+@dataclass
+class Distill:
+    """Hinton et al. 2015: alpha·T²·KL(student/T ‖ teacher/T) + (1 − alpha)·cross-entropy."""
+
+    teacher: nn.Module
+    temperature: float = 4.0
+    alpha: float = 0.9
+
+    def loss(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            soft_targets = F.log_softmax(self.teacher(x) / self.temperature, dim=1)
+        soft = F.kl_div(
+            F.log_softmax(logits / self.temperature, dim=1), soft_targets, log_target=True,
+            reduction="batchmean",
+        )  # fmt: skip
+        hard = F.cross_entropy(logits, y)
+        return self.alpha * self.temperature**2 * soft + (1 - self.alpha) * hard
+
+
+def _optimizer(model: nn.Module, r: Recipe) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if r.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay, nesterov=True)
+    if r.optimizer == "adam":
+        return torch.optim.Adam(params, lr=r.lr, weight_decay=r.weight_decay)
+    raise UserError(f"unknown optimizer {r.optimizer!r}; use sgd or adam")
+
+
+def _scheduler(opt: torch.optim.Optimizer, r: Recipe, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    if r.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
+    if r.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=max(steps // 3, 1), gamma=0.1)
+    if r.schedule == "constant":
+        return torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0)
+    raise UserError(f"unknown lr schedule {r.schedule!r}; use cosine, step or constant")
+
+
+def fit(
+    model: nn.Module,
+    train: Dataset,
+    recipe: Recipe,
+    seed: int,
+    distill: Distill | None = None,
+    extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
+) -> nn.Module:
+    """Train `model` in place for `recipe.epochs` (0 is allowed) and return it in eval mode.
+
+    `extra_loss(model)` is added to every batch's loss (e.g. an L1 penalty for network slimming).
+    """
+    if recipe.epochs <= 0:
+        return model.eval()
+    torch.manual_seed(seed)
+    loader = make_loader(train, recipe.batch_size, shuffle=True, seed=seed)
+    opt = _optimizer(model, recipe)
+    sched = _scheduler(opt, recipe, recipe.epochs * len(loader))
+    for epoch in range(recipe.epochs):
+        model.train()
+        total, batches = 0.0, 0
+        for x, y in loader:
+            logits = model(x)
+            loss = distill.loss(logits, x, y) if distill else F.cross_entropy(logits, y)
+            if extra_loss is not None:
+                loss = loss + extra_loss(model)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total, batches = total + loss.item(), batches + 1
+        log.info("epoch %d/%d loss %.4f", epoch + 1, recipe.epochs, total / max(batches, 1))
+    return model.eval()
+
+
+@torch.no_grad()
+def evaluate(forward: Callable[[torch.Tensor], torch.Tensor], test: Dataset, batch_size: int = 250) -> dict:
+    """Top-1 and top-5 accuracy of any callable mapping a batch to logits (a module or a loaded .ptl)."""
+    if isinstance(forward, nn.Module):
+        forward.eval()
+    top1 = top5 = n = 0
+    for x, y in make_loader(test, batch_size, shuffle=False):
+        logits = forward(x)
+        k = min(5, logits.shape[1])
+        best = logits.topk(k, dim=1).indices
+        top1 += (best[:, 0] == y).sum().item()
+        top5 += (best == y[:, None]).any(dim=1).sum().item()
+        n += len(y)
+    return {"acc_top1": top1 / n, "acc_top5": top5 / n}
