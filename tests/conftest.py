@@ -1,0 +1,68 @@
+"""Shared fixtures: composed configs, the embedded data, a briefly trained LeNet-5, a technique Context."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from compress.config import build
+from compress.data import Data
+from compress.techniques.base import Context
+from compress.train import Recipe, fit
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One stage cache for the whole session, so the embedded data is parsed once."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def make_cfg(cache_dir):
+    """`make_cfg("technique=none", ...)` → the composed config (Hydra compose API), cache in a tmp dir."""
+
+    def make(*overrides: str) -> DictConfig:
+        with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+            return compose("config", [f"cache_dir={cache_dir}", *overrides])
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def mnist5k(make_cfg) -> Data:
+    return build(make_cfg().dataset)
+
+
+@pytest.fixture(scope="session")
+def _trained_lenet(make_cfg, mnist5k) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = build(make_cfg().model)
+    return fit(model, mnist5k.train, Recipe(epochs=4, lr=0.05), seed=0)
+
+
+@pytest.fixture
+def lenet(_trained_lenet) -> torch.nn.Module:
+    """LeNet-5 trained for 4 epochs on mnist5k (~96%); a fresh copy per test."""
+    return copy.deepcopy(_trained_lenet)
+
+
+def make_context(data: Data, teacher: torch.nn.Module, qengine: str = "x86", finetune_lr: float = 0.01) -> Context:
+    """A technique Context like the pipeline builds, fine-tuning with SGD at `finetune_lr`."""
+
+    def finetune(model: torch.nn.Module, epochs: int) -> torch.nn.Module:
+        return fit(model, data.train, Recipe(epochs=epochs, lr=finetune_lr), seed=0)
+
+    example = data.test[0][0].unsqueeze(0)
+    return Context(data, example, teacher, finetune, qengine, seed=0)
+
+
+@pytest.fixture
+def lenet_context(mnist5k, _trained_lenet) -> Context:
+    return make_context(mnist5k, _trained_lenet)
