@@ -66,7 +66,9 @@ def _context(cfg: DictConfig, data: Data, base: nn.Module) -> Context:
         return fit(model, data.train, Recipe(**(recipe | {"epochs": epochs})), cfg.seed, distill)
 
     example = data.test[0][0].unsqueeze(0)
-    return Context(data, example, base, finetune, cfg.device.qengine, cfg.seed, cfg.train.batch_size)
+    return Context(
+        data, example, base, finetune, cfg.device.qengine, cfg.seed, cfg.train.batch_size, cfg.finetune.between_epochs
+    )
 
 
 def _compress(cfg: DictConfig, steps: list[Step], ratio: float | None, ctx: Context) -> tuple[nn.Module, dict]:

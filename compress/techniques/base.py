@@ -22,6 +22,7 @@ class Context:
     qengine: str  # quantized engine of the target device: qnnpack (phones), x86, fbgemm, onednn
     seed: int
     batch_size: int = 64
+    between_epochs: int = 1  # fine-tune epochs between iterations / steps (finetune.between_epochs)
     notes: list[str] = field(default_factory=list)  # lines for the row's `notes` column
 
     def train_batches(self, n: int):
