@@ -12,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from compress.config import build
+from compress.config import build, check_ratio
 from compress.errors import UserError
 from compress.pipeline import run_variant
 from compress.results import any_failed, fail, identity, summarize, write_result
@@ -21,10 +21,13 @@ CONF = Path(__file__).resolve().parent / "conf"
 log = logging.getLogger("pocketbench")
 
 
-def check_choices(overrides: list[str]) -> None:
-    """`group=a,b` naming a config that does not exist → one line listing the valid choices."""
+def check_overrides(overrides: list[str]) -> None:
+    """Catch the common mistakes before Hydra starts: an unknown config choice, a ratio outside [0, 1)."""
     for arg in overrides:
         match = re.fullmatch(r"([a-z_]+)=([\w,.-]+)", arg)
+        if match and match[1] == "ratio":
+            for value in match[2].split(","):
+                check_ratio(float(value) if re.fullmatch(r"-?[\d.]+(e-?\d+)?", value) else value)
         if not match or not (CONF / match[1]).is_dir():
             continue
         valid = sorted(p.stem for p in (CONF / match[1]).glob("*.yaml"))
@@ -62,7 +65,7 @@ def main() -> None:
             if len(args) != 2:
                 raise UserError("usage: python cli.py report SWEEP_DIR")
             sys.exit(report(args[1]))
-        check_choices(args)
+        check_overrides(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

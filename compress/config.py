@@ -22,7 +22,6 @@ def plain(node: DictConfig | None) -> Any:
     return None if node is None else OmegaConf.to_container(node, resolve=True)
 
 
-def check_ratio(ratio: float) -> float:
-    if not isinstance(ratio, int | float) or not 0.0 <= float(ratio) < 1.0:
+def check_ratio(ratio: object) -> None:
+    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0.0 <= ratio < 1.0:
         raise UserError(f"ratio must be a number in [0, 1) (the fraction a technique removes), got {ratio!r}")
-    return float(ratio)

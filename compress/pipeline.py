@@ -97,7 +97,7 @@ def artifact(cfg: DictConfig, data: Data, base: nn.Module, technique: DictConfig
     """Compress and export one variant (cached): the .ptl path and its measurements."""
     steps: list[Step] = [build(s) for s in technique.steps]
     uses_ratio = any(s.takes_sweep_ratio for s in steps)
-    ratio = check_ratio(cfg.ratio) if uses_ratio else None
+    ratio = float(cfg.ratio) if uses_ratio else None
     engine = cfg.device.qengine if any(getattr(s, "uses_qengine", False) for s in steps) else None
     parts = [plain(cfg.model), plain(cfg.dataset), plain(cfg.train), cfg.seed, plain(technique) if steps else None]
     parts += [ratio]
@@ -136,6 +136,7 @@ REFERENCE = OmegaConf.create({"name": "none", "steps": [], "finetune_between": F
 
 def run_variant(cfg: DictConfig, device: Device, row: dict) -> None:
     """Fill `row` with one variant's measurements; on an exception `row` keeps what was measured."""
+    check_ratio(cfg.ratio)
     data = build(cfg.dataset)
     base, info = base_model(cfg, data)
     row |= info

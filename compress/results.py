@@ -12,6 +12,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from compress.cache import read_json, write_json
+from compress.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,10 @@ def one_line(exc: BaseException) -> str:
 
 
 def fail(row: dict, exc: BaseException) -> None:
+    """Mark `row` failed; the log gets the traceback unless it is a mistake the user can fix."""
     row |= {"status": "failed", "error": one_line(exc)}
-    log.error("variant failed: %s\n%s", row["error"], traceback.format_exc())
+    trace = "" if isinstance(exc, UserError) else "\n" + traceback.format_exc()
+    log.error("variant failed: %s%s", row["error"], trace)
 
 
 def write_result(row: dict, job_dir: Path) -> None:

@@ -1,0 +1,91 @@
+"""The CLI end to end in a subprocess: one variant, the cache, failure rows, report, user errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["train.epochs=3", "device.iters=5", "device.warmup=1"]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    env = os.environ | {"HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def run_once(tmp_path: Path, run_dir: str, *overrides: str) -> tuple[subprocess.CompletedProcess, dict]:
+    proc = cli(f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / run_dir}", *FAST, *overrides)
+    return proc, json.loads((tmp_path / run_dir / "result.json").read_text())
+
+
+@pytest.mark.slow
+def test_one_variant_end_to_end_then_cache_hit(tmp_path):
+    proc, row = run_once(tmp_path, "first")
+    assert proc.returncode == 0, proc.stderr
+    assert row["status"] == "ok" and row["acc_top1"] > 0.9 and row["latency_ms_p50"] > 0
+    assert row["size_bytes"] == Path(row["artifact"]).stat().st_size
+    assert row["base_cached"] is False and "lenet5" in proc.stdout  # the row was printed
+    (base_file,) = (tmp_path / "cache" / "base").glob("*.pt")
+    mtime = base_file.stat().st_mtime_ns
+
+    proc, again = run_once(tmp_path, "second")
+    assert proc.returncode == 0, proc.stderr
+    assert "base model: cache hit" in proc.stdout + proc.stderr
+    assert again["base_cached"] is True and again["cached"] is True
+    assert base_file.stat().st_mtime_ns == mtime
+    assert again["acc_top1"] == row["acc_top1"]
+
+
+@pytest.mark.slow
+def test_corrupt_base_cache_is_rebuilt(tmp_path):
+    proc, row = run_once(tmp_path, "first")
+    (base_file,) = (tmp_path / "cache" / "base").glob("*.pt")
+    base_file.write_bytes(b"not a torch file")
+    proc, again = run_once(tmp_path, "second")
+    assert proc.returncode == 0, proc.stderr
+    assert again["status"] == "ok" and again["base_cached"] is False
+    assert "rebuilding" in proc.stdout + proc.stderr
+    assert base_file.stat().st_size > 100_000  # a real state dict again
+
+
+@pytest.mark.slow
+def test_failing_variant_is_a_row_and_the_sweep_goes_on(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = cli("-m", "train.optimizer=sgd,bogus", f"cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={sweep}", *FAST)
+    assert proc.returncode == 1  # a failed variant makes the run exit non-zero, at the end
+    table = pd.read_csv(sweep / "summary.csv")
+    assert sorted(table["status"]) == ["failed", "ok"]
+    failed = table[table["status"] == "failed"].iloc[0]
+    assert "unknown optimizer 'bogus'" in failed["error"] and "\n" not in failed["error"]
+
+    # report rebuilds the table from whatever result.json files exist (here: the ok one only)
+    (sweep / "summary.csv").unlink()
+    next(p for p in sweep.rglob("result.json") if json.loads(p.read_text())["status"] == "failed").unlink()
+    proc = cli("report", str(sweep))
+    assert proc.returncode == 0, proc.stderr
+    assert list(pd.read_csv(sweep / "summary.csv")["status"]) == ["ok"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["model=resnet9000"], "unknown model 'resnet9000'; choose one of:"),
+        (["-m", "dataset=mnist5k,nope"], "unknown dataset 'nope'; choose one of:"),
+        (["ratio=1.5"], "ratio must be a number in [0, 1)"),
+        (["report", "/no/such/dir"], "no such directory"),
+    ],
+)
+def test_user_errors_are_one_line(args, message):
+    proc = cli(*args)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith(f"error: {message}")
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr

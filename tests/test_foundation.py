@@ -1,0 +1,72 @@
+"""Units of the foundation: cache, data, training determinism, export fidelity, latency stats."""
+
+from __future__ import annotations
+
+import torch
+
+from adb_bench.host import HostDevice
+from adb_bench.stats import summarize_ms
+from compress import cache
+from compress.config import build
+from compress.export import export_ptl, load_ptl
+from compress.metrics import count_params, file_sizes
+from compress.train import Recipe, evaluate, fit
+
+
+def test_cache_keys_are_stable_and_sensitive():
+    assert cache.key_of({"a": 1, "b": [2]}) == cache.key_of({"b": [2], "a": 1})
+    assert cache.key_of({"a": 1}) != cache.key_of({"a": 2})
+
+
+def test_corrupt_cache_entries_read_as_missing(tmp_path):
+    (tmp_path / "x.pt").write_bytes(b"\x80garbage")
+    (tmp_path / "x.json").write_text("{not json")
+    assert cache.load_state(tmp_path / "x.pt") is None
+    assert cache.read_json(tmp_path / "x.json") is None
+    cache.save_state(tmp_path / "x.pt", {"w": torch.ones(2)})
+    assert torch.equal(cache.load_state(tmp_path / "x.pt")["w"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_mnist5k_is_the_real_embedded_split(mnist5k):
+    assert (len(mnist5k.train), len(mnist5k.test)) == (4000, 1000)
+    labels = torch.stack([mnist5k.test[i][1] for i in range(len(mnist5k.test))])
+    assert set(labels.tolist()) == set(range(10))
+    assert mnist5k.test[0][0].shape == (1, 28, 28)
+
+
+def test_training_is_deterministic_on_cpu(make_cfg):
+    cfg = make_cfg("dataset=fake", "model=mlp")
+    data = build(cfg.dataset)
+    weights = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = fit(build(cfg.model), data.train, Recipe(epochs=2, lr=0.05), seed=3)
+        weights.append(torch.cat([p.flatten() for p in model.parameters()]))
+    assert torch.equal(weights[0], weights[1])
+    assert evaluate(model, data.test)["acc_top1"] > 0.5  # learnable blobs: far above 10% chance
+
+
+def test_exported_ptl_matches_the_python_model(lenet, mnist5k, tmp_path):
+    batch = torch.stack([mnist5k.test[i][0] for i in range(32)])
+    info = export_ptl(lenet, batch[:1], tmp_path / "m.ptl")
+    assert info["format"] == "ptl" and isinstance(info["mobile_optimized"], bool)
+    exported = load_ptl(tmp_path / "m.ptl")
+    with torch.no_grad():
+        torch.testing.assert_close(exported(batch), lenet(batch), rtol=1e-4, atol=1e-4)
+    assert evaluate(exported, mnist5k.test) == evaluate(lenet, mnist5k.test)
+    assert file_sizes(tmp_path / "m.ptl")["size_bytes"] > 4 * count_params(lenet)["params"]
+
+
+def test_host_benchmark_reports_latency_columns(lenet, tmp_path):
+    export_ptl(lenet, torch.zeros(1, 1, 28, 28), tmp_path / "m.ptl")
+    result = HostDevice(threads=1, warmup=2, iters=7).benchmark(str(tmp_path / "m.ptl"), [1, 1, 28, 28])
+    assert result["iters"] == 7 and result["threads"] == 1
+    assert 0 < result["latency_ms_min"] <= result["latency_ms_p50"] <= result["latency_ms_p90"]
+
+
+def test_latency_summary_percentiles():
+    stats = summarize_ms([4.0, 1.0, 3.0, 2.0, 5.0])
+    assert (stats["latency_ms_p50"], stats["latency_ms_min"], stats["latency_ms_mean"]) == (3.0, 1.0, 3.0)
+    assert abs(stats["latency_ms_p90"] - 4.6) < 1e-9
+    assert abs(stats["latency_ms_std"] - 2**0.5) < 1e-9
