@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import gzip
 from pathlib import Path
 
 import torch
-import torch_pruning as tp
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 
 def count_params(model: nn.Module) -> dict:
@@ -18,9 +19,13 @@ def count_params(model: nn.Module) -> dict:
 
 
 def count_macs(model: nn.Module, example: torch.Tensor) -> int:
-    """Multiply-accumulates of one forward pass of `example`, counted on the actual module."""
-    macs, _ = tp.utils.count_ops_and_params(model, example)
-    return int(macs)
+    """Multiply-accumulates of the convolutions and matrix products of one forward pass of `example`,
+    counted on the aten ops the actual module runs (so QAT-prepared and decomposed models count right).
+
+    Runs on a copy: a forward pass would move the range observers of a QAT-prepared model."""
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        copy.deepcopy(model)(example)
+    return counter.get_total_flops() // 2
 
 
 def file_sizes(path: Path) -> dict:
