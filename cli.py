@@ -1,4 +1,5 @@
-"""pocketbench: `python cli.py [overrides]` runs one variant, `-m` a sweep, `report DIR` rebuilds a table."""
+"""pocketbench: `python cli.py [overrides]` runs one variant, `-m` a sweep, `report DIR` rebuilds a table,
+`devices` lists the attached phones."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from adb_bench.errors import DeviceError
+from adb_bench.listing import device_rows, format_rows
 from compress.config import build, check_ratio
 from compress.errors import UserError
 from compress.pipeline import run_variant
@@ -58,6 +61,14 @@ def report(folder: str) -> int:
     return 1 if table.empty or any_failed(table) else 0
 
 
+def devices(overrides: list[str]) -> int:
+    """`devices [device.adb=... device.server_host=... device.server_port=...]`: the attached phones."""
+    node = OmegaConf.load(CONF / "device" / "adb.yaml")
+    node.merge_with_dotlist([arg.removeprefix("device.") for arg in overrides])
+    print(format_rows(device_rows(node.adb, node.server_host, node.server_port)))
+    return 0
+
+
 def main() -> None:
     args = sys.argv[1:]
     try:
@@ -65,8 +76,10 @@ def main() -> None:
             if len(args) != 2:
                 raise UserError("usage: python cli.py report SWEEP_DIR")
             sys.exit(report(args[1]))
+        if args[:1] == ["devices"]:
+            sys.exit(devices(args[1:]))
         check_overrides(args)
-    except UserError as exc:
+    except (UserError, DeviceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     run()

@@ -10,8 +10,10 @@ import torch
 from torch import nn
 
 from compress.cache import atomic_write
+from compress.errors import UserError
 
 log = logging.getLogger(__name__)
+MIN_BYTECODE_VERSION = 4  # the oldest version torch.jit.mobile._backport_for_mobile can write
 
 
 def _mobile_optimized(script: torch.jit.ScriptModule) -> tuple[torch.jit.ScriptModule, str]:
@@ -24,8 +26,30 @@ def _mobile_optimized(script: torch.jit.ScriptModule) -> tuple[torch.jit.ScriptM
         return script, f"optimize_for_mobile unavailable: {str(exc).splitlines()[0]}"
 
 
-def export_ptl(model: nn.Module, example: torch.Tensor, path: Path, optimize: bool = True) -> dict:
-    """Trace `model` on `example`, save it for the lite interpreter, return what was done."""
+def _backported(path: Path, version: int | None) -> int:
+    """The file's lite-interpreter bytecode version, after rewriting it at `version` when that is older
+    (for a phone binary built from an older PyTorch); a newer or equal `version` leaves the file as it is."""
+    from torch.jit.mobile import _backport_for_mobile, _get_model_bytecode_version
+
+    current = _get_model_bytecode_version(str(path))
+    if version is None or version >= current:
+        return current
+    if version < MIN_BYTECODE_VERSION:
+        raise UserError(f"export.bytecode_version={version} is too old; the oldest supported is {MIN_BYTECODE_VERSION}")
+
+    def backport(tmp: str) -> None:
+        if not _backport_for_mobile(str(path), tmp, version):
+            raise UserError(f"cannot backport the .ptl from bytecode version {current} to {version}")
+
+    atomic_write(path, backport)
+    return _get_model_bytecode_version(str(path))
+
+
+def export_ptl(
+    model: nn.Module, example: torch.Tensor, path: Path, optimize: bool = True, bytecode_version: int | None = None
+) -> dict:
+    """Trace `model` on `example`, save it for the lite interpreter (backported to `bytecode_version`
+    when given), return what was done."""
     model.eval()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TorchScript is deprecated upstream and tracing warns
@@ -34,7 +58,8 @@ def export_ptl(model: nn.Module, example: torch.Tensor, path: Path, optimize: bo
         if optimize:
             script, note = _mobile_optimized(script)
         atomic_write(path, lambda tmp: script._save_for_lite_interpreter(tmp))
-    return {"format": "ptl", "mobile_optimized": not note, "export_note": note}
+    version = _backported(Path(path), bytecode_version)
+    return {"format": "ptl", "mobile_optimized": not note, "export_note": note, "bytecode_version": version}
 
 
 def load_ptl(path: Path):
