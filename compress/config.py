@@ -4,17 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from compress.errors import UserError
 
+# Keys that describe a node or that the pipeline handles itself: never constructor arguments.
+NOT_ARGUMENTS = ("name", "checkpoint", "min_size")
+
 
 def build(node: DictConfig | dict, **kwargs: Any) -> Any:
-    """Instantiate a config node (its `_target_`); the descriptive `name` key is not an argument."""
+    """Instantiate a config node (its `_target_`) without the keys in NOT_ARGUMENTS."""
     spec = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
-    spec.pop("name", None)
-    return instantiate(spec, **kwargs, _convert_="all")
+    for key in NOT_ARGUMENTS:
+        spec.pop(key, None)
+    try:
+        return instantiate(spec, **kwargs, _convert_="all")
+    except InstantiationException as exc:  # Hydra wraps what the target raised; a UserError stays one line
+        if isinstance(exc.__cause__, UserError):
+            raise exc.__cause__ from None
+        raise
 
 
 def plain(node: DictConfig | None) -> Any:

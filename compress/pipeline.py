@@ -8,6 +8,7 @@ this package never imports `adb_bench`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -23,7 +24,8 @@ from compress import cache, metrics
 from compress.config import build, check_ratio, plain
 from compress.data import Data
 from compress.export import export_ptl, load_ptl
-from compress.techniques.base import Context, Step
+from compress.models.checkpoint import check_input_size, file_digest, load_checkpoint
+from compress.techniques.base import Context, Step, quantized_engine
 from compress.train import Distill, Recipe, evaluate, fit
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,19 @@ class Device(Protocol):
 
 
 def base_model(cfg: DictConfig, data: Data) -> tuple[nn.Module, dict]:
-    """The trained base model of (model, dataset, train, seed), from the cache when it is there."""
+    """The trained base model of (model, dataset, train, seed), from the cache when it is there;
+    with `model.checkpoint=PATH` the user's weights instead, not trained."""
+    check_input_size(cfg.model.name, cfg.model.get("min_size"), data.input_shape)
+    if cfg.model.get("checkpoint"):
+        torch.manual_seed(cfg.seed)
+        model = build(cfg.model)
+        load_checkpoint(model, cfg.model.checkpoint, cfg.model.name)
+        log.info(
+            "base model: %s loaded (sha256 %s); training skipped",
+            cfg.model.checkpoint,
+            file_digest(cfg.model.checkpoint),
+        )
+        return model.eval(), {"train_s": 0.0, "base_cached": False}
     key = cache.key_of("base", plain(cfg.model), plain(cfg.dataset), plain(cfg.train), cfg.seed)
     path = Path(cfg.cache_dir) / "base" / f"{key}.pt"
     torch.manual_seed(cfg.seed)
@@ -81,7 +95,9 @@ def _compress(cfg: DictConfig, steps: list[Step], ratio: float | None, ctx: Cont
         if cfg.technique.finetune_between and i < len(steps) - 1:
             model = ctx.finetune(model, cfg.finetune.between_epochs)
     compress_s = time.perf_counter() - start
-    out: dict[str, Any] = {"acc_before_finetune": evaluate(model, ctx.data.test)["acc_top1"] if steps else None}
+    # on a copy: evaluating a QAT-prepared model would move its range observers toward the test set
+    before = evaluate(copy.deepcopy(model), ctx.data.test)["acc_top1"] if steps else None
+    out: dict[str, Any] = {"acc_before_finetune": before}
     start = time.perf_counter()
     model = ctx.finetune(model, cfg.finetune.epochs) if steps else model
     out["finetune_s"] = time.perf_counter() - start
@@ -93,24 +109,33 @@ def _compress(cfg: DictConfig, steps: list[Step], ratio: float | None, ctx: Cont
     return model.eval(), out
 
 
+def _artifact_key(cfg: DictConfig, technique: DictConfig, ratio: float | None, engine: str | None) -> str:
+    """Everything that determines the exported file (a base with no steps ignores technique and fine-tune)."""
+    steps = bool(technique.steps)
+    parts = [plain(cfg.model), plain(cfg.dataset), plain(cfg.train), cfg.seed, plain(technique) if steps else None]
+    parts += [ratio, plain(cfg.finetune) if steps else None, plain(cfg.export), engine]
+    if cfg.model.get("checkpoint"):
+        parts.append(file_digest(cfg.model.checkpoint))  # the weights' content, not just their path
+    return cache.key_of("artifact", *parts)
+
+
 def artifact(cfg: DictConfig, data: Data, base: nn.Module, technique: DictConfig) -> tuple[Path, dict]:
     """Compress and export one variant (cached): the .ptl path and its measurements."""
     steps: list[Step] = [build(s) for s in technique.steps]
     uses_ratio = any(s.takes_sweep_ratio for s in steps)
     ratio = float(cfg.ratio) if uses_ratio else None
     engine = cfg.device.qengine if any(getattr(s, "uses_qengine", False) for s in steps) else None
-    parts = [plain(cfg.model), plain(cfg.dataset), plain(cfg.train), cfg.seed, plain(technique) if steps else None]
-    parts += [ratio]
-    parts += [plain(cfg.finetune) if steps else None, plain(cfg.export), engine]
-    folder = Path(cfg.cache_dir) / "variants" / cache.key_of("artifact", *parts)
+    folder = Path(cfg.cache_dir) / "variants" / _artifact_key(cfg, technique, ratio, engine)
     found = cache.read_json(folder / "metrics.json")
     if found is not None and (folder / "model.ptl").exists():
         log.info("variant %s: cache hit %s", technique.name, folder)
         return folder / "model.ptl", found | {"cached": True}
     ctx = _context(cfg, data, base)
-    model, out = _compress(cfg, steps, ratio, ctx)
-    out |= export_ptl(model, ctx.example, folder / "model.ptl", cfg.export.optimize)
-    out |= evaluate(load_ptl(folder / "model.ptl"), data.test) | metrics.file_sizes(folder / "model.ptl")
+    # int8 weights are packed for, and the exported file is measured under, the device's engine
+    with quantized_engine(engine) if engine else contextlib.nullcontext():
+        model, out = _compress(cfg, steps, ratio, ctx)
+        out |= export_ptl(model, ctx.example, folder / "model.ptl", cfg.export.optimize, cfg.export.bytecode_version)
+        out |= evaluate(load_ptl(folder / "model.ptl"), data.test) | metrics.file_sizes(folder / "model.ptl")
     out |= {"ratio": ratio if uses_ratio else math.nan, "ratio_applies": uses_ratio}
     out["notes"] = "; ".join(ctx.notes + ([out["export_note"]] if out["export_note"] else []))
     cache.write_json(folder / "metrics.json", out)

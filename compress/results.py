@@ -27,6 +27,9 @@ COLUMNS = [
     "base_cached", "cached", "notes", "artifact", "job_dir",
 ]  # fmt: skip
 
+# Columns that say how a job ran, not what it measured.
+BOOKKEEPING = ("job_dir", "cached", "base_cached")
+
 # What the end-of-run table prints (the CSV has every column).
 SHOWN = [
     "model", "dataset", "technique", "ratio", "status", "acc_top1", "acc_delta", "nonzero_params",
@@ -60,10 +63,21 @@ def write_result(row: dict, job_dir: Path) -> None:
     write_json(Path(job_dir) / "result.json", row)
 
 
+def _job_order(path: Path) -> list:
+    """Sort key putting Hydra job dirs in job order (2 before 10)."""
+    return [int(part) if part.isdigit() else part for part in path.parts]
+
+
 def collect(folder: Path) -> pd.DataFrame:
-    """Every `result.json` under `folder` (a sweep dir, or a tree of them) as one table."""
-    rows = [r for p in sorted(Path(folder).rglob("result.json")) if (r := read_json(p)) is not None]
-    table = pd.DataFrame(rows)
+    """Every `result.json` under `folder` (a sweep dir, or a tree of them) as one table, in job order.
+
+    Jobs that ran the same variant (a technique that ignores `ratio`, swept over several ratios) are
+    one row: they differ only in their job bookkeeping."""
+    paths = sorted(Path(folder).rglob("result.json"), key=_job_order)
+    table = pd.DataFrame([r for p in paths if (r := read_json(p)) is not None])
+    if table.empty:
+        return table
+    table = table.drop_duplicates(subset=[c for c in table.columns if c not in BOOKKEEPING])
     extra = [c for c in table.columns if c not in COLUMNS]
     return table.reindex(columns=COLUMNS + extra)
 

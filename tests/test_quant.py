@@ -20,7 +20,8 @@ from compress.errors import UserError
 from compress.export import export_ptl, load_ptl
 from compress.metrics import file_sizes
 from compress.pipeline import run_variant
-from compress.techniques.quant import QAT, DynamicQuant, StaticQuant, quantized_engine
+from compress.techniques.base import quantized_engine
+from compress.techniques.quant import QAT, DynamicQuant, StaticQuant
 from compress.train import evaluate
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from compress.data import Data, make_loader
+from compress.errors import UserError
 
 
 @dataclass
@@ -57,3 +59,17 @@ class Step:
 
     def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
         return model
+
+
+@contextmanager
+def quantized_engine(name: str) -> Iterator[None]:
+    """Run the block with `name` as torch's quantized engine (weights are packed for the current one)."""
+    if name not in torch.backends.quantized.supported_engines:
+        supported = ", ".join(torch.backends.quantized.supported_engines)
+        raise UserError(f"quantized engine {name!r} is not available in this torch build; use one of: {supported}")
+    previous = torch.backends.quantized.engine
+    torch.backends.quantized.engine = name
+    try:
+        yield
+    finally:
+        torch.backends.quantized.engine = previous

@@ -9,8 +9,7 @@ x86/fbgemm (their int16 accumulation saturates on 8-bit activations) and 8 bits 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -32,7 +31,7 @@ from torch.ao.quantization import (
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qat_fx
 
 from compress.errors import UserError
-from compress.techniques.base import Context, Step
+from compress.techniques.base import Context, Step, quantized_engine
 
 # The one place torch.ao's warnings are silenced: upstream deprecated torch.ao.quantization (and quantized
 # tensors, and observers' `reduce_range`) in favour of torchao / PT2E, but it still is the only way to get
@@ -45,20 +44,6 @@ for _message in (
     warnings.filterwarnings("ignore", message=_message)
 
 OBSERVERS = {"minmax": MinMaxObserver, "histogram": HistogramObserver}
-
-
-@contextmanager
-def quantized_engine(name: str) -> Iterator[None]:
-    """Run the block with `name` as torch's quantized engine (weights are packed for the current one)."""
-    if name not in torch.backends.quantized.supported_engines:
-        supported = ", ".join(torch.backends.quantized.supported_engines)
-        raise UserError(f"quantized engine {name!r} is not available in this torch build; use one of: {supported}")
-    previous = torch.backends.quantized.engine
-    torch.backends.quantized.engine = name
-    try:
-        yield
-    finally:
-        torch.backends.quantized.engine = previous
 
 
 def _activation_max(engine: str) -> int:
