@@ -14,7 +14,7 @@ from adb_bench.stats import summarize_ms
 class HostDevice:
     """Loads the file with the lite interpreter, runs `warmup` untimed then `iters` timed forwards."""
 
-    def __init__(self, threads: int = 1, warmup: int = 10, iters: int = 100, qengine: str = "x86"):
+    def __init__(self, threads: int = 1, warmup: int = 100, iters: int = 300, qengine: str = "x86"):
         self.threads, self.warmup, self.iters, self.qengine = threads, warmup, iters, qengine
 
     def identity(self) -> dict:
