@@ -22,8 +22,10 @@ def _mobile_optimized(script: torch.jit.ScriptModule) -> tuple[torch.jit.ScriptM
 
     try:
         return optimize_for_mobile(script), ""
-    except RuntimeError as exc:  # PyPI wheels: "XNNPACK is not enabled"
-        return script, f"optimize_for_mobile unavailable: {str(exc).splitlines()[0]}"
+    except RuntimeError as exc:  # PyPI wheels: "... XNNPACK is not enabled. Please build with USE_XNNPACK=1"
+        first = str(exc).strip().splitlines()[0]
+        reason = "XNNPACK is not enabled in this torch build" if "XNNPACK is not enabled" in first else first[:160]
+        return script, f"optimize_for_mobile unavailable: {reason}"
 
 
 def _backported(path: Path, version: int | None) -> int:

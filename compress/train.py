@@ -28,6 +28,7 @@ class Recipe:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: str = "cosine"
+    grad_clip: float | None = None  # max global gradient norm; None = no clipping
 
 
 @dataclass
@@ -96,6 +97,8 @@ def fit(
                 loss = loss + extra_loss(model)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if recipe.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
             opt.step()
             sched.step()
             total, batches = total + loss.item(), batches + 1

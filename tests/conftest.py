@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from adb_emulator.harness import attached_phone, private_adb_server
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -66,3 +67,17 @@ def make_context(data: Data, teacher: torch.nn.Module, qengine: str = "x86", fin
 @pytest.fixture
 def lenet_context(mnist5k, _trained_lenet) -> Context:
     return make_context(mnist5k, _trained_lenet)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A private adb server (its own port and home), killed at the end of the test module."""
+    with private_adb_server(tmp_path_factory.mktemp("adb-home")) as srv:
+        yield srv
+
+
+@pytest.fixture
+def phone(server, tmp_path):
+    """An emulated phone (shell v2) attached to the private adb server for one test."""
+    with attached_phone(server, tmp_path / "phone") as attached:
+        yield attached

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from adb_emulator.harness import adb_device, attached_phone, private_adb_server
+from adb_emulator.harness import adb_device, attached_phone
 from adb_emulator.phone import make_fake_binary
 from torch.jit.mobile import _get_model_bytecode_version
 
@@ -15,18 +15,6 @@ from adb_bench.errors import DeviceError
 from compress.export import export_ptl, load_ptl
 
 SHAPE = [1, 1, 8, 8]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with private_adb_server(tmp_path_factory.mktemp("adb-home")) as srv:
-        yield srv
-
-
-@pytest.fixture
-def phone(server, tmp_path):
-    with attached_phone(server, tmp_path / "phone") as attached:
-        yield attached
 
 
 @pytest.fixture(scope="module")

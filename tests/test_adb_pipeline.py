@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from adb_emulator.harness import attached_phone, private_adb_server
 from adb_emulator.phone import make_fake_binary
 
 from compress.config import build
@@ -17,18 +16,6 @@ from compress.results import fail, identity
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["train.epochs=1", "finetune.epochs=0", "dataset.limit_train=256", "dataset.limit_test=64"]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with private_adb_server(tmp_path_factory.mktemp("adb-home")) as srv:
-        yield srv
-
-
-@pytest.fixture
-def phone(server, tmp_path):
-    with attached_phone(server, tmp_path / "phone") as attached:
-        yield attached
 
 
 def device_overrides(server, phone, tmp_path: Path) -> list[str]:

@@ -5,17 +5,11 @@ from __future__ import annotations
 import sys
 
 import pytest
-from adb_emulator.harness import attached_phone, private_adb_server
+from adb_emulator.harness import attached_phone
 
 import cli
 from adb_bench.errors import DeviceError
 from adb_bench.transport import Adb
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with private_adb_server(tmp_path_factory.mktemp("adb-home")) as srv:
-        yield srv
 
 
 @pytest.fixture(params=[True, False], ids=["shell_v2", "no_shell_v2"])

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["train.epochs=3", "device.iters=5", "device.warmup=1"]
+FAST = ["train.epochs=3", "device.iters=5", "device.warmup=1", "device.min_time_s=0"]
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

@@ -60,9 +60,12 @@ def test_exported_ptl_matches_the_python_model(lenet, mnist5k, tmp_path):
 
 def test_host_benchmark_reports_latency_columns(lenet, tmp_path):
     export_ptl(lenet, torch.zeros(1, 1, 28, 28), tmp_path / "m.ptl")
-    result = HostDevice(threads=1, warmup=2, iters=7).benchmark(str(tmp_path / "m.ptl"), [1, 1, 28, 28])
+    result = HostDevice(threads=1, warmup=2, iters=7, min_time_s=0).benchmark(str(tmp_path / "m.ptl"), [1, 1, 28, 28])
     assert result["iters"] == 7 and result["threads"] == 1
     assert 0 < result["latency_ms_min"] <= result["latency_ms_p50"] <= result["latency_ms_p90"]
+    # a time budget keeps timing past `iters`: LeNet-5 runs in well under 10 ms
+    timed = HostDevice(warmup=0, iters=1, min_time_s=0.1).benchmark(str(tmp_path / "m.ptl"), [1, 1, 28, 28])
+    assert timed["iters"] > 10
 
 
 def test_latency_summary_percentiles():

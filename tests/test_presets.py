@@ -70,7 +70,7 @@ def test_reduced_quickstart_runs_end_to_end(tmp_path):
     command = [
         sys.executable, "cli.py", "sweep=quickstart", f"technique={','.join(techniques)}", "ratio=0.5",
         "train.epochs=1", "finetune.epochs=0", "finetune.between_epochs=0", "dataset.limit_train=500",
-        "dataset.limit_test=100", "device.warmup=1", "device.iters=2",
+        "dataset.limit_test=100", "device.warmup=1", "device.iters=2", "device.min_time_s=0",
         f"cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
     ]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)

@@ -202,7 +202,7 @@ def test_technique_knobs_reach_the_step(make_cfg):
 def run(make_cfg, *overrides: str) -> dict:
     cfg = make_cfg(*overrides, "train.epochs=1", "finetune.epochs=1")
     row: dict = {}
-    run_variant(cfg, HostDevice(iters=5, warmup=1), row)
+    run_variant(cfg, HostDevice(iters=5, warmup=1, min_time_s=0), row)
     base = build(cfg.model)
     return row | {"base": metrics.count_params(base) | {"macs": metrics.count_macs(base, torch.zeros(1, 1, 28, 28))}}
 

@@ -105,7 +105,7 @@ def test_qnnpack_model_runs_on_the_host_under_qnnpack(_trained_lenet, mnist5k, t
     x = torch.stack([mnist5k.test[i][0] for i in range(32)])
     with quantized_engine("qnnpack"):
         assert torch.equal(load_ptl(path)(x), quantized(x))
-    result = HostDevice(warmup=1, iters=3, qengine="qnnpack").benchmark(str(path), [1, 1, 28, 28])
+    result = HostDevice(warmup=1, iters=3, min_time_s=0, qengine="qnnpack").benchmark(str(path), [1, 1, 28, 28])
     assert result["qengine"] == "qnnpack" and result["latency_ms_p50"] > 0
 
 
@@ -147,7 +147,7 @@ def test_knobs_reach_the_steps_and_are_checked(make_cfg):
 @pytest.mark.slow
 def test_pipeline_quant_static_row_and_ratio_shares_the_cache(make_cfg):
     overrides = ("model=mlp", "technique=quant_static", "train.epochs=1", "finetune.epochs=0")
-    device = HostDevice(iters=5, warmup=1)
+    device = HostDevice(iters=5, warmup=1, min_time_s=0)
     row: dict = {}
     run_variant(make_cfg(*overrides, "ratio=0.5"), device, row)
     assert row["status"] == "ok" and not row["cached"]
