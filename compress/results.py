@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 COLUMNS = [
     "model", "dataset", "technique", "ratio", "seed", "status", "error",
     "params", "nonzero_params", "macs", "size_bytes", "size_gzip_bytes", "compression_x",
-    "acc_top1", "acc_delta", "format", "device", "threads",
+    "acc_top1", "acc_delta", "format", "device", "threads", "qengine",
     "latency_ms_p50", "latency_ms_p90", "latency_ms_mean", "latency_ms_std", "speedup_x",
     "train_s", "compress_s", "finetune_s", "bench_s",
     "acc_top5", "acc_before_finetune", "latency_ms_min", "ratio_applies", "mobile_optimized",
@@ -33,7 +33,7 @@ BOOKKEEPING = ("job_dir", "cached", "base_cached")
 # What the end-of-run table prints (the CSV has every column).
 SHOWN = [
     "model", "dataset", "technique", "ratio", "status", "acc_top1", "acc_delta", "nonzero_params",
-    "macs", "size_bytes", "size_gzip_bytes", "compression_x", "device", "latency_ms_p50", "speedup_x",
+    "macs", "size_bytes", "size_gzip_bytes", "compression_x", "device", "qengine", "latency_ms_p50", "speedup_x",
 ]  # fmt: skip
 
 
