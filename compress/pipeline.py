@@ -44,11 +44,7 @@ def base_model(cfg: DictConfig, data: Data) -> tuple[nn.Module, dict]:
         torch.manual_seed(cfg.seed)
         model = build(cfg.model)
         load_checkpoint(model, cfg.model.checkpoint, cfg.model.name)
-        log.info(
-            "base model: %s loaded (sha256 %s); training skipped",
-            cfg.model.checkpoint,
-            file_digest(cfg.model.checkpoint),
-        )
+        log.info("base model: %s loaded; training skipped", cfg.model.checkpoint)
         return model.eval(), {"train_s": 0.0, "base_cached": False}
     key = cache.key_of("base", plain(cfg.model), plain(cfg.dataset), plain(cfg.train), cfg.seed)
     path = Path(cfg.cache_dir) / "base" / f"{key}.pt"
@@ -93,7 +89,7 @@ def _compress(cfg: DictConfig, steps: list[Step], ratio: float | None, ctx: Cont
     for i, step in enumerate(steps):
         model = step.apply(model, ratio if step.takes_sweep_ratio else step.ratio, ctx)
         if cfg.technique.finetune_between and i < len(steps) - 1:
-            model = ctx.finetune(model, cfg.finetune.between_epochs)
+            model = ctx.finetune(model, ctx.between_epochs)
     compress_s = time.perf_counter() - start
     # on a copy: evaluating a QAT-prepared model would move its range observers toward the test set
     before = evaluate(copy.deepcopy(model), ctx.data.test)["acc_top1"] if steps else None

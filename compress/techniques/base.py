@@ -73,3 +73,22 @@ def quantized_engine(name: str) -> Iterator[None]:
         yield
     finally:
         torch.backends.quantized.engine = previous
+
+
+def forward_calls(
+    model: nn.Module, example: torch.Tensor, kind: type | tuple[type, ...]
+) -> list[tuple[str, nn.Module, torch.Size]]:
+    """(name, module, input shape) of every `kind` layer, in the order a forward pass of `example` calls them."""
+    calls: list[tuple[str, nn.Module, torch.Size]] = []
+
+    def record(name: str):
+        return lambda module, args, _out: calls.append((name, module, args[0].shape))
+
+    hooks = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if isinstance(m, kind)]
+    try:
+        with torch.no_grad():
+            model.eval()(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return calls

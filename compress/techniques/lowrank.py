@@ -22,7 +22,7 @@ from tensorly.decomposition import parafac, partial_tucker
 from torch import nn
 
 from compress.errors import UserError
-from compress.techniques.base import Context, Step
+from compress.techniques.base import Context, Step, forward_calls
 from compress.techniques.vbmf import vbmf_ranks
 
 
@@ -49,22 +49,10 @@ def _tensorly_torch() -> Iterator[None]:
 
 
 def _layer_inputs(model: nn.Module, example: torch.Tensor, kind: type) -> dict[str, torch.Size]:
-    """The input shape of every `kind` layer when the model runs `example`."""
+    """The input shape of every `kind` layer when the model runs `example` (its first call)."""
     shapes: dict[str, torch.Size] = {}
-
-    def record(name: str):
-        def hook(_module: nn.Module, args: tuple, _out: torch.Tensor) -> None:
-            shapes.setdefault(name, args[0].shape)
-
-        return hook
-
-    hooks = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if isinstance(m, kind)]
-    try:
-        with torch.no_grad():
-            model.eval()(example)
-    finally:
-        for hook in hooks:
-            hook.remove()
+    for name, _module, shape in forward_calls(model, example, kind):
+        shapes.setdefault(name, shape)
     return shapes
 
 

@@ -18,7 +18,7 @@ from torch.utils.hooks import RemovableHandle
 
 from compress.data import make_loader
 from compress.errors import UserError
-from compress.techniques.base import Context, Step
+from compress.techniques.base import Context, Step, forward_calls
 
 LAYER_TYPES: dict[str, type[nn.Module]] = {"conv": nn.modules.conv._ConvNd, "linear": nn.Linear}
 
@@ -117,16 +117,7 @@ class MagnitudePrune(Step):
 
 def output_layer(model: nn.Module, example: torch.Tensor) -> nn.Module:
     """The last conv/linear layer a forward pass runs: the classifier, whose outputs are the classes."""
-    order: list[nn.Module] = []
-    layers = [m for m in model.modules() if isinstance(m, tuple(LAYER_TYPES.values()))]
-    handles = [m.register_forward_hook(lambda mod, args, out: order.append(mod)) for m in layers]
-    try:
-        with torch.no_grad():
-            model.eval()(example)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return order[-1]
+    return forward_calls(model, example, tuple(LAYER_TYPES.values()))[-1][1]
 
 
 def accumulate_gradients(model: nn.Module, ctx: Context, batches: int) -> None:
