@@ -19,9 +19,11 @@ from compress.config import build, check_ratio
 from compress.errors import UserError
 from compress.pipeline import run_variant
 from compress.results import any_failed, fail, identity, summarize, write_result
+from compress.search import directions, trial_values
 
 CONF = Path(__file__).resolve().parent / "conf"
 log = logging.getLogger("pocketbench")
+OmegaConf.register_new_resolver("search_directions", directions)  # sweep=search: Optuna's direction per objective
 
 
 def check_overrides(overrides: list[str]) -> None:
@@ -40,8 +42,9 @@ def check_overrides(overrides: list[str]) -> None:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def run(cfg: DictConfig) -> None:
-    """One variant → `result.json` in the job dir; a failure is a row, never a crashed sweep."""
+def run(cfg: DictConfig) -> list[float] | None:
+    """One variant → `result.json` in the job dir; a failure is a row, never a crashed sweep. Under
+    `sweep=search` it returns the trial's objectives to Optuna."""
     job_dir = Path(HydraConfig.get().runtime.output_dir)
     row = identity(cfg, str(job_dir))
     try:
@@ -51,6 +54,7 @@ def run(cfg: DictConfig) -> None:
     write_result(row, job_dir)
     if HydraConfig.get().mode == RunMode.RUN and any_failed(summarize(job_dir)):
         sys.exit(1)
+    return trial_values(cfg.search, row) if cfg.get("search") is not None else None
 
 
 def report(folder: str) -> int:
@@ -78,6 +82,11 @@ def main() -> None:
             sys.exit(report(args[1]))
         if args[:1] == ["devices"]:
             sys.exit(devices(args[1:]))
+        if args[:1] == ["sensitivity"]:
+            from compress.sensitivity import command  # matplotlib and the analysis load only for this command
+
+            check_overrides(args[1:])
+            sys.exit(command(args[1:]))
         check_overrides(args)
     except (UserError, DeviceError) as exc:
         print(f"error: {exc}", file=sys.stderr)

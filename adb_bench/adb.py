@@ -1,103 +1,220 @@
-"""The `adb` device: benchmarks each exported file on an attached Android phone with speed_benchmark_torch."""
+"""The `adb` device: times exported files on an attached Android phone (or a pool of phones), each with the binary
+of its format (.ptl: speed_benchmark_torch, .pte: ExecuTorch's executor_runner), interleaved in one session, and
+measures energy per inference when on battery."""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import statistics
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from adb_bench.energy import EnergySettings, energy_columns
 from adb_bench.errors import DeviceError, TransientError
-from adb_bench.fingerprint import battery_temp_c, cool_down, read_fingerprint
-from adb_bench.lock import device_lock
-from adb_bench.parse import Timings
-from adb_bench.speed_benchmark import BUILD_HINT, RunSettings, SpeedBenchmark
-from adb_bench.stats import summarize_ms
+from adb_bench.executor_runner import BUILD_HINT as ET_BUILD_HINT
+from adb_bench.executor_runner import ExecutorRunner
+from adb_bench.fingerprint import Battery, cool_down, read_battery, read_fingerprint
+from adb_bench.lock import free_phone
+from adb_bench.session import Binary, FileRuns, Plan, Runner, Session
+from adb_bench.speed_benchmark import BUILD_HINT, SpeedBenchmarkTorch
 from adb_bench.transport import Adb, sha256_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+ROW_FINGERPRINT = ("device_serial", "device_model", "device_soc", "device_board", "device_abi", "android")
+# the file suffix a binary times → the device setting that names it, how to build it
+SETTINGS = {".ptl": ("binary", BUILD_HINT), ".pte": ("et_runner", ET_BUILD_HINT)}
+NO_BINARY = ("device.binary and device.et_runner are not set: point device.binary at speed_benchmark_torch (.ptl "
+             "files) or device.et_runner at executor_runner (.pte files), built for the phone (README: Benchmark on "
+             "your phone)")  # fmt: skip
 
 
-def local_binary(binary: str | None) -> Path:
-    if not binary:
-        raise DeviceError(f"device.binary is not set: point it at speed_benchmark_torch for the phone; {BUILD_HINT}")
-    path = Path(os.path.expanduser(binary))
-    if not path.is_file():
-        raise DeviceError(f"speed_benchmark_torch not found at {str(path)!r}: {BUILD_HINT}, set device.binary=PATH")
-    return path
+def unset_binary(suffix: str, runner: Runner) -> DeviceError:
+    setting, hint = SETTINGS[suffix]
+    return DeviceError(f"device.{setting} is not set: point it at {runner.name} for the phone to time {suffix} files; "
+                       f"{hint}")  # fmt: skip
+
+
+def local_binary(path: str, suffix: str, runner: Runner) -> Path:
+    """The binary that times `suffix` files, from its device setting; a path that is not a file is a one-line error."""
+    setting, hint = SETTINGS[suffix]
+    found = Path(os.path.expanduser(path))
+    if not found.is_file():
+        raise DeviceError(f"{runner.name} not found at {str(found)!r}: {hint}, set device.{setting}=PATH")
+    return found
+
+
+def local_libs(libs: Sequence[str]) -> list[Path]:
+    """device.push_libs as paths; a missing one is a one-line error."""
+    paths = [Path(os.path.expanduser(str(lib))) for lib in libs]
+    for path in paths:
+        if not path.is_file():
+            raise DeviceError(f"device.push_libs: {str(path)!r} does not exist (e.g. the NDK's libc++_shared.so)")
+    return paths
+
+
+def serial_list(serial: str | Sequence[str] | None) -> list[str | None]:
+    """device.serial: null (the only phone / $ANDROID_SERIAL), one serial, or a list (a pool)."""
+    if serial is None or isinstance(serial, str | int):  # Hydra reads an all-digit serial as an int
+        return [None if serial is None else str(serial)]
+    if not serial:
+        raise DeviceError("device.serial is an empty list: list the pool's serials (python cli.py devices)")
+    return [str(s) for s in serial]
+
+
+@dataclass
+class Phone:
+    adb: Adb
+    fingerprint: dict
+
+    @property
+    def name(self) -> str:
+        return f"adb:{self.fingerprint['device_model'] or self.fingerprint['device_serial']}"
 
 
 class AdbDevice:
-    """One phone: `identity()` (what ran, for the cache and the row) and `benchmark(file, shape)` (latencies)."""
+    """A phone, or a pool of phones (device.serial=[A,B]) where each session takes whichever is free:
+    `identity()` (the benchmark cache key, the same whichever member runs) and `benchmark(files, shape)`."""
 
-    def __init__(self, binary: str | None = None, adb: str = "adb", serial: str | None = None,
+    exclusive_host = False  # the phone has its own lock; the host may keep working while it runs
+
+    def __init__(self, binary: str | None = None, et_runner: str | None = None, threads: int | None = None,
+                 adb: str = "adb", serial: str | Sequence[str] | None = None,
                  server_host: str | None = None, server_port: int | None = None,
-                 remote_dir: str = "/data/local/tmp/pocketbench", warmup: int = 10, iters: int = 50,
+                 remote_dir: str = "/data/local/tmp/pocketbench", warmup: int = 10, iters: int = 50, rounds: int = 5,
                  input_type: str = "float", taskset: str | None = None, extra_args: Sequence[str] = (),
-                 timeout_s: float = 300.0, retries: int = 2, retry_wait_s: float = 2.0, cleanup: bool = True,
-                 cooldown: dict | None = None, lock_dir: str | None = None, qengine: str = "qnnpack"):  # fmt: skip
-        self.binary, self.retries, self.retry_wait_s = binary, retries, retry_wait_s
-        self.cooldown, self.lock_dir, self.qengine = cooldown or {}, lock_dir, qengine
-        self.run = RunSettings(warmup, iters, input_type, taskset, list(extra_args), timeout_s)
-        self.adb_options = {"exe": adb, "serial": serial, "host": server_host, "port": server_port}
+                 push_libs: Sequence[str] = (), timeout_s: float = 300.0, retries: int = 2, retry_wait_s: float = 2.0,
+                 cleanup: bool = True, cooldown: dict | None = None, energy: dict | None = None,
+                 lock_dir: str | None = None, qengine: str = "qnnpack"):  # fmt: skip
+        if not 1 <= rounds <= iters:
+            raise DeviceError(f"device.rounds={rounds} must be between 1 and device.iters={iters}")
+        if taskset is not None and not re.fullmatch(r"(0x)?[0-9a-fA-F]+", str(taskset)):
+            raise DeviceError(f"device.taskset={taskset!r} is not a hex CPU mask (e.g. f0 = cores 4-7)")
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise DeviceError(f"device.threads={threads!r}: give executor_runner a thread count >= 1, or null for its "
+                              "own choice (the big cores)")  # fmt: skip
+        self.push_libs, self.serials, self.threads = list(push_libs), serial_list(serial), threads
+        self.retries, self.retry_wait_s, self.cooldown, self.lock_dir = retries, retry_wait_s, cooldown or {}, lock_dir
+        taskset = None if taskset is None else str(taskset)  # Hydra reads an all-digit mask (e.g. 11) as an int
+        self.plan, self.qengine = Plan(warmup, iters, rounds, taskset, timeout_s), qengine
+        self.runners: dict[str, tuple[str | None, Runner]] = {  # file suffix → (the binary's path, its runner)
+            ".ptl": (binary, SpeedBenchmarkTorch(input_type, list(extra_args))),
+            ".pte": (et_runner, ExecutorRunner(threads)),
+        }
+        self.energy = EnergySettings(**(energy or {}))
+        self.adb_options = {"exe": adb, "host": server_host, "port": server_port}
         self.remote_dir, self.cleanup = remote_dir, cleanup
         self._identity: dict | None = None
 
     def identity(self) -> dict:
-        """Phone fingerprint, binary checksum and run settings (the benchmark cache key); adb is asked once."""
+        """Every member's fingerprint (serial, model, SoC, ...), the binaries' and libraries' checksums and the
+        run settings; adb is asked once per device object. executor_runner reports no version: its checksum is it."""
         if self._identity is None:
-            binary = local_binary(self.binary)
-            self.adb = Adb(**self.adb_options)
-            serial = self.adb.select()
-            self.runner = SpeedBenchmark(self.adb, binary, self.remote_dir, self.run, self.cleanup)
-            self._identity = {"device_serial": serial, **read_fingerprint(self.adb)} | {
-                "binary_sha256": sha256_of(binary), "warmup": self.run.warmup, "iters": self.run.iters,
-                "input_type": self.run.input_type, "taskset": self.run.taskset,
-                "extra_args": list(self.run.extra_args), "qengine": self.qengine,
+            self.binaries = {suffix: Binary(local_binary(path, suffix, runner), runner)
+                             for suffix, (path, runner) in self.runners.items() if path}  # fmt: skip
+            if not self.binaries:
+                raise DeviceError(NO_BINARY)
+            self.libs = local_libs(self.push_libs)
+            self.phones = dict(self._attach(serial) for serial in self.serials)
+            sha = {suffix: sha256_of(binary.local) for suffix, binary in self.binaries.items()}
+            sbt = self.runners[".ptl"][1]
+            settings = {
+                "binary_sha256": sha.get(".ptl"), "et_runner_sha256": sha.get(".pte"),
+                "libs_sha256": [sha256_of(p) for p in self.libs], "warmup": self.plan.warmup, "iters": self.plan.iters,
+                "rounds": self.plan.rounds, "input_type": sbt.input_type, "taskset": self.plan.taskset,
+                "extra_args": list(sbt.extra_args), "threads": self.threads, "qengine": self.qengine,
+                "energy": vars(self.energy),
             }  # fmt: skip
-            self._identity["device"] = f"adb:{self._identity['device_model'] or serial}"
+            members = [self.phones[s].fingerprint for s in sorted(self.phones)]
+            names = sorted({p.name for p in self.phones.values()})
+            who = members[0] if len(members) == 1 else {"pool": members}
+            self._identity = who | settings | {"device": "+".join(names)}
         return self._identity
 
-    def benchmark(self, model_path: str, input_shape: Sequence[int]) -> dict:
-        """Latency of one file on the phone, holding the phone's lock; transient adb failures are retried."""
-        ident = self.identity()
-        with device_lock(self.lock_dir, ident["device_serial"]):
-            waited = self._cool_down()
-            before, timings, after = self._retrying(lambda: self._measure(model_path, input_shape))
-        row = summarize_ms([us / 1e3 for us in timings.samples_us])
-        if timings.source == "summary":
-            row["iters"] = self.run.iters  # only the mean was printed: p50/p90/min/std are that mean
-        keep = ("device", "device_serial", "device_model", "device_soc", "device_board", "device_abi", "android")
-        return row | {k: ident[k] for k in keep} | {
-            "threads": bin(int(self.run.taskset, 16)).count("1") if self.run.taskset else None,
-            "qengine": self.qengine, "taskset": self.run.taskset, "latency_source": timings.source,
-            "battery_temp_c_before": before, "battery_temp_c_after": after, "cooldown_s": waited,
+    def _attach(self, serial: str | None) -> tuple[str, Phone]:
+        adb = Adb(serial=serial, **self.adb_options)
+        chosen = adb.select()
+        return chosen, Phone(adb, {"device_serial": chosen, **read_fingerprint(adb)})
+
+    def benchmark(self, model_paths: Sequence[str], input_shape: Sequence[int]) -> list[dict]:
+        """All files in one session on one free phone, interleaved, each timed by the binary of its format; one
+        dict per file (samples_ms, where it ran, battery, energy, notes). Transient adb failures retry the whole
+        session."""
+        self.identity()
+        files = [(path, self._binary_for(path)) for path in model_paths]
+        with free_phone(self.lock_dir, list(self.phones)) as serial:
+            phone = self.phones[serial]
+            waited = self._cool_down(phone.adb)
+            return self._retrying(phone.adb, lambda: self._session(phone, files, input_shape, waited))
+
+    def _binary_for(self, path: str) -> Binary:
+        """The binary that times this file, by its suffix; one line when there is none or it is not configured."""
+        suffix = Path(path).suffix
+        if suffix not in self.runners:
+            raise DeviceError(f"device=adb times .ptl and .pte files, not {Path(path).name!r}")
+        if suffix not in self.binaries:
+            raise unset_binary(suffix, self.runners[suffix][1])
+        return self.binaries[suffix]
+
+    def _session(self, phone: Phone, files: list[tuple[str, Binary]], shape: Sequence[int], waited: float
+                 ) -> list[dict]:  # fmt: skip
+        before = read_battery(phone.adb)
+        energy, notes = self._energy_plan(phone.adb, before)
+        session = Session(phone.adb, self.libs, self.remote_dir, self.plan, self.cleanup)
+        session.install([binary for _, binary in files])
+        runs, idle = session.measure(files, shape, energy)
+        after = read_battery(phone.adb)
+        common = {k: phone.fingerprint[k] for k in ROW_FINGERPRINT} | {
+            "device": phone.name, "taskset": self.plan.taskset, "rounds": self.plan.rounds,
+            "battery_temp_c_before": before.temp_c, "battery_temp_c_after": after.temp_c, "cooldown_s": waited,
+            "power_source": before.source,
         }  # fmt: skip
+        return [self._row(r, path, idle, energy, notes) | common for r, (path, _) in zip(runs, files, strict=True)]
 
-    def _measure(self, model_path: str, input_shape: Sequence[int]) -> tuple[float | None, Timings, float | None]:
-        """One attempt: battery temperature, install the binary if needed, run, temperature again."""
-        before = battery_temp_c(self.adb)
-        self.runner.install()
-        timings = self.runner.measure(model_path, input_shape)
-        return before, timings, battery_temp_c(self.adb)
+    def _row(self, runs: FileRuns, path: str, idle: str, energy: EnergySettings | None, notes: list[str]) -> dict:
+        """One file's dict: its latencies, the threads its binary said it used (else the taskset's core count) and
+        the quantized engine (.ptl files only), energy."""
+        samples_ms = [us / 1e3 for us in runs.samples_us]
+        pinned = bin(int(self.plan.taskset, 16)).count("1") if self.plan.taskset else None
+        row: dict = {"samples_ms": samples_ms, "latency_source": runs.source,
+                     "threads": pinned if runs.threads is None else runs.threads,
+                     "qengine": self.qengine if path.endswith(".ptl") else None}  # fmt: skip
+        if energy:
+            row |= energy_columns(idle, runs.power_text, statistics.fmean(samples_ms), energy)
+        row["notes"] = notes + row.pop("notes", [])
+        return row
 
-    def _cool_down(self) -> float:
+    def _energy_plan(self, adb: Adb, battery: Battery) -> tuple[EnergySettings | None, list[str]]:
+        """The energy settings when energy can be measured now, else None and the note that says why not."""
+        if not self.energy.enabled:
+            return None, []
+        if battery.powered:
+            charging = " and charging" if battery.charging else ""
+            return None, [f"energy not measured: the phone is powered by {battery.source}{charging}; "
+                          "use Wi-Fi adb and unplug it (README: energy per inference)"]  # fmt: skip
+        if adb.shell(["cat", *self.energy.paths]).code != 0:
+            return None, [f"energy not measured: {self.energy.paths[0]} is not readable (device.energy.supply)"]
+        return self.energy, []
+
+    def _cool_down(self, adb: Adb) -> float:
         if self.cooldown.get("max_temp_c") is None:
             return 0.0
         limits = [float(self.cooldown.get(k, d)) for k, d in (("max_temp_c", 0), ("max_wait_s", 300), ("poll_s", 10))]
-        return cool_down(lambda: battery_temp_c(self.adb), *limits)
+        return cool_down(lambda: read_battery(adb).temp_c, *limits)
 
-    def _retrying(self, attempt: Callable[[], T]) -> T:
+    def _retrying(self, adb: Adb, attempt: Callable[[], T]) -> T:
         for number in range(1, self.retries + 1):
             try:
                 return attempt()
             except TransientError as exc:
-                log.warning("attempt %d on %s failed (%s); retrying", number, self.adb.serial, exc)
+                log.warning("attempt %d on %s failed (%s); retrying", number, adb.serial, exc)
                 time.sleep(self.retry_wait_s)
-                self.adb.reconnect()
+                adb.reconnect()
         try:
             return attempt()
         except TransientError as exc:

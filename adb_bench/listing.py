@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 from adb_bench.errors import DeviceError
-from adb_bench.fingerprint import battery_temp_c, read_fingerprint
-from adb_bench.transport import Adb
+from adb_bench.fingerprint import read_battery, read_fingerprint
+from adb_bench.transport import Adb, state_problem
 
-COLUMNS = ("serial", "state", "device_model", "device_soc", "device_board", "device_abi", "android", "battery_c")
-HINTS = {
-    "unauthorized": "unlock the phone and accept the 'Allow USB debugging' prompt",
-    "authorizing": "unlock the phone and accept the 'Allow USB debugging' prompt",
-    "offline": "replug the cable or run adb reconnect",
-    "no permissions": "add a udev rule for the phone (see adb devices output)",
-}
+COLUMNS = ("serial", "state", "device_model", "device_soc", "device_board", "device_abi", "android", "battery_c",
+           "power")  # fmt: skip
 
 
 def device_rows(adb_exe: str = "adb", host: str | None = None, port: int | None = None) -> list[dict]:
@@ -23,11 +18,13 @@ def device_rows(adb_exe: str = "adb", host: str | None = None, port: int | None 
         if state == "device":
             adb = Adb(adb_exe, serial, host, port, timeout_s=20)
             try:
-                row |= read_fingerprint(adb) | {"battery_c": battery_temp_c(adb)}
+                battery = read_battery(adb)
+                row |= read_fingerprint(adb) | {"battery_c": battery.temp_c, "power": battery.source}
             except DeviceError as exc:
                 row["note"] = str(exc)
         else:
-            row["note"] = HINTS.get(state, "")
+            row["state"] = state.split(" (")[0]  # `no permissions (...); see [...]`: the note has the rest
+            row["note"] = str(state_problem(serial, state))
         rows.append(row)
     return rows
 

@@ -1,14 +1,18 @@
-"""One benchmark per phone at a time: an exclusive fcntl lock file per device serial."""
+"""One benchmark per phone at a time: a `filelock` lock file per serial; a pool takes whichever phone is free."""
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import re
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from adb_bench.errors import DeviceError
 
 log = logging.getLogger(__name__)
 
@@ -20,17 +24,30 @@ def lock_path(lock_dir: str | Path | None, serial: str) -> Path:
 
 
 @contextmanager
-def device_lock(lock_dir: str | Path | None, serial: str) -> Iterator[None]:
-    """Hold the phone's lock; another process or thread benchmarking the same serial waits here."""
-    path = lock_path(lock_dir, serial)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("waiting for another benchmark on %s (lock %s)", serial, path)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def free_phone(lock_dir: str | Path | None, serials: Sequence[str], poll_s: float = 0.5) -> Iterator[str]:
+    """Hold the lock of the first listed phone that is free and yield its serial; while all are busy, look
+    again every `poll_s` seconds (other processes and threads benchmarking on them wait the same way)."""
+    locks = {serial: FileLock(lock_path(lock_dir, serial), thread_local=False) for serial in serials}
+    folder = lock_path(lock_dir, serials[0]).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DeviceError(
+            f"cannot create the lock folder {str(folder)!r} ({exc.strerror}): set device.lock_dir"
+        ) from None
+    waiting = False
+    while True:
+        for serial, lock in locks.items():
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                continue
+            try:
+                yield serial
+            finally:
+                lock.release()
+            return
+        if not waiting:
+            log.info("waiting for a free phone among %s", ", ".join(serials))
+            waiting = True
+        time.sleep(poll_s)

@@ -1,16 +1,26 @@
-"""Pure parser of speed_benchmark_torch output → per-iteration latencies in microseconds."""
+"""Pure parsers of what the benchmark binaries print or log → per-iteration latencies in microseconds:
+speed_benchmark_torch's stdout, executor_runner's log (logcat lines on Android, prefixed stderr lines on a host)."""
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 
+from adb_bench.causes import clipped, meaningful_lines
 from adb_bench.errors import DeviceError
 
 OBSERVER = re.compile(r"PyTorchObserver\s+(\{.*\})")
-SUMMARY = re.compile(r"Microseconds per iter:\s*(\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)")
+SUMMARY = re.compile(r"Main run finished\. Microseconds per iter: ([-+\w.]+)\. Iters per second")
 UNIT_US = {"us": 1.0, "ms": 1e3, "ns": 1e-3, "s": 1e6}
+# a log line's prefix: logcat's threadtime format (`MM-DD HH:MM:SS.mmm  PID  TID L TAG: `) or an ExecuTorch host
+# build's (`L HH:MM:SS.uuuuuu executorch:FILE:LINE] `); L is the level (V D I W E F)
+LOG_PREFIX = re.compile(r"^(?:\d\d-\d\d \d\d:\d\d:\d\d\.\d+\s+\d+\s+\d+ ([VDIWEF]) [^:]*: "
+                        r"|([VDIWEF]) \d\d:\d\d:\d\d\.\d+ executorch:[^\]\s]*\] )")  # fmt: skip
+ITERATION = re.compile(r"^Iteration (\d+) of (\d+): ([\d.]+) ms$")
+TOTAL = re.compile(r"^Model executed successfully (\d+) time\(s\) in ([\d.]+) ms\.$")
+POOL = re.compile(r"^Resetting threadpool with num threads = (-?\d+)$")
 
 
 class GarbledOutput(DeviceError):
@@ -20,7 +30,9 @@ class GarbledOutput(DeviceError):
 @dataclass(frozen=True)
 class Timings:
     samples_us: list[float]
-    source: str  # "observer": one sample per iteration; "summary": only the mean was printed
+    source: str  # one sample per iteration: "observer" (PyTorchObserver lines), "log" (Iteration lines); "summary":
+    # only the mean was printed
+    threads: int | None = None  # the thread count the binary said it used, None when it says nothing
 
 
 def _observer_sample(payload: str) -> float | None:
@@ -37,16 +49,71 @@ def _observer_sample(payload: str) -> float | None:
         return None
 
 
+def summary_us(text: str) -> float | None:
+    """The `Main run finished. Microseconds per iter: X` mean (`inf` after `--iter=0`), None when absent."""
+    match = SUMMARY.search(text)
+    try:
+        return float(match[1]) if match else None
+    except ValueError:
+        return None
+
+
 def parse_speed_benchmark(text: str) -> Timings:
     """Every PyTorchObserver latency line; else the `Microseconds per iter` summary; else GarbledOutput."""
     samples = [s for m in OBSERVER.finditer(text) if (s := _observer_sample(m[1])) is not None]
     if samples:
         return Timings(samples, "observer")
-    summary = SUMMARY.search(text)
-    if summary:
-        return Timings([float(summary[1])], "summary")
-    first = next((line.strip() for line in text.splitlines() if line.strip()), "<no output>")
-    raise GarbledOutput(
-        "no latency in speed_benchmark_torch output (no PyTorchObserver line, no 'Microseconds per iter'): "
-        + first[:160]
-    )
+    mean = summary_us(text)
+    if mean is not None and math.isfinite(mean):
+        return Timings([mean], "summary")
+    if mean is not None:
+        raise GarbledOutput("speed_benchmark_torch ran no timed iteration (Microseconds per iter: inf): "
+                            "set device.iters to at least device.rounds")  # fmt: skip
+    last = clipped(next(iter(meaningful_lines(text)[-1:]), "<no output>"))
+    raise GarbledOutput(f"no latency in speed_benchmark_torch output (no PyTorchObserver line, no summary): {last}")
+
+
+def log_messages(text: str) -> list[tuple[str, str]]:
+    """(level, message) of every log line, its logcat or host-build prefix removed; level is '' for a line without
+    one (e.g. gflags on stderr); logcat's `--------- beginning of main` dividers are dropped."""
+    found = []
+    for line in text.replace("\r", "").splitlines():
+        prefix = LOG_PREFIX.match(line)
+        if line.strip() and not line.startswith("--------- "):
+            level = (prefix[1] or prefix[2]) if prefix else ""
+            found.append((level, line[prefix.end() :].rstrip() if prefix else line.strip()))
+    return found
+
+
+def pool_size(messages: list[str]) -> int | None:
+    """The thread count executor_runner reset its pool to (`--cpu_threads`, or for -1 the big cores it found); None
+    when it logs none or found none (0: the pool keeps its default size)."""
+    sizes = [int(m[1]) for m in map(POOL.match, messages) if m]
+    return sizes[-1] if sizes and sizes[-1] > 0 else None
+
+
+def parse_executor_runner(messages: list[str], warmup: int) -> Timings:
+    """The `Iteration i of N: x ms` latencies after the first `warmup` (executor_runner has no warm-up flag), never
+    the `Model executed successfully N time(s) in T ms` line (a sum over all N, warm-up included); else
+    GarbledOutput saying why there are none."""
+    iterations = {int(m[1]): (int(m[2]), float(m[3])) for m in map(ITERATION.match, messages) if m}
+    if not iterations:
+        total = next((m for m in map(TOTAL.match, messages) if m), None)
+        if total:
+            raise GarbledOutput(
+                f"executor_runner logged only its total ({total[0]}: all runs, warm-up included), no 'Iteration i of "
+                "N' line: build it from the ExecuTorch release that matches pip show executorch"
+            )
+        raise GarbledOutput(
+            "no latency from executor_runner: logcat holds no 'Iteration i of N' line under tag ExecuTorch (a build "
+            "without -DEXECUTORCH_ENABLE_LOGGING=ON logs nothing; adb shell getprop log.tag.ExecuTorch must be empty "
+            "or V, D or I)"
+        )
+    runs = max(n for n, _ in iterations.values())
+    timed = [iterations[i][1] * 1e3 for i in range(warmup + 1, runs + 1) if i in iterations]
+    if len(timed) < runs - warmup:
+        raise GarbledOutput(
+            f"logcat kept {len(timed)} of the {runs - warmup} timed 'Iteration i of {runs}' lines of executor_runner "
+            "(its buffer overflowed): enlarge it with adb logcat -G 16M or lower device.iters"
+        )
+    return Timings(timed, "log", pool_size(messages))

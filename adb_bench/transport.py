@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -46,12 +47,65 @@ def find_adb(exe: str) -> str:
     return found
 
 
+# what to do about each state `adb devices` can show (adb's ConnectionStateToString), keyed by its first word(s)
+STATE_FIXES = {
+    "unauthorized": "unlock it and accept the 'Allow USB debugging' prompt (no prompt? adb kill-server, replug)",
+    "authorizing": "unlock it and accept the 'Allow USB debugging' prompt (no prompt? adb kill-server, replug)",
+    "offline": "replug the cable or run adb reconnect",
+    "connecting": "wait a few seconds; if it stays, replug the cable",
+    "no permissions": "adb may not open the USB device: install udev rules (Debian/Ubuntu: sudo apt-get install "
+    "android-sdk-platform-tools-common), be in the plugdev group, replug",
+    "sideload": "it is in recovery (sideload): reboot it into Android with adb reboot",
+    "recovery": "it is in recovery: reboot it into Android with adb reboot",
+    "rescue": "it is in rescue mode: reboot it into Android with adb reboot",
+    "bootloader": "it is in the bootloader: reboot it into Android with fastboot reboot",
+    "host": "that entry is an adb host, not a phone: pick the phone's serial (adb devices)",
+    "detached": "it is detached from adb: adb attach, or replug",
+}
+ATTRIBUTE = re.compile(r"^[a-z_]+:\S*$")  # `adb devices -l`: usb:1-1 product:x model:y device:z transport_id:N
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One line of `adb devices [-l]`: serial, state (may hold spaces: `no permissions (...)`), attributes."""
+
+    serial: str
+    state: str
+    attributes: dict[str, str]
+
+
+def parse_devices(text: str) -> list[Listed]:
+    """`adb devices` / `adb devices -l` output → one Listed per device (daemon start lines are skipped)."""
+    found = []
+    for line in text.replace("\r", "").splitlines():
+        if not line.strip() or line.startswith(("List of devices", "* ")):
+            continue
+        serial, *words = line.split()
+        attributes = []
+        while words and ATTRIBUTE.match(words[-1]):
+            attributes.insert(0, words.pop())
+        found.append(Listed(serial, " ".join(words), dict(a.split(":", 1) for a in attributes)))
+    return found
+
+
+def state_problem(serial: str, state: str) -> DeviceError | None:
+    """None for a usable device (`device`), else the one-line error for the state it is in."""
+    if state == "device":
+        return None
+    key = next((k for k in STATE_FIXES if state.startswith(k)), "")
+    shown = state.split("; see [")[0]  # adb's help URL adds nothing to the line
+    verb = "has" if key == "no permissions" else "is"
+    return DeviceError(f"device {serial} {verb} {shown}: {STATE_FIXES.get(key, 'replug it or run adb reconnect')}")
+
+
 def adb_failure(text: str, serial: str | None) -> DeviceError:
     """The error for adb's own complaint (not the remote command's)."""
     line = next((x.strip() for x in text.splitlines() if x.strip()), "adb failed without a message")
     low = line.lower()
     if "unauthorized" in low or "authorizing" in low:
-        return DeviceError(f"device {serial} is unauthorized: unlock it and accept the 'Allow USB debugging' prompt")
+        return state_problem(str(serial), "unauthorized")
+    if "insufficient permissions" in low or "no permissions" in low:
+        return state_problem(str(serial), "no permissions")
     if "cannot connect to daemon" in low or "failed to start daemon" in low:
         return DeviceError(f"cannot reach the adb server ({line}); check device.server_host/server_port")
     if "more than one device" in low:
@@ -86,8 +140,7 @@ class Adb:
 
     def devices(self) -> list[tuple[str, str]]:
         """(serial, state) of every device the adb server knows: device, unauthorized, offline, ..."""
-        lines = self.run("devices", device=False).stdout.splitlines()
-        return [(p[0], p[1]) for line in lines[1:] if len(p := line.split()) >= 2]
+        return [(d.serial, d.state) for d in parse_devices(self.run("devices", device=False).stdout)]
 
     def shell(self, argv: Sequence[str], timeout: float | None = None) -> ShellResult:
         """Run argv on the device (each argument quoted); the exit code comes from the echoed marker."""
@@ -135,10 +188,8 @@ class Adb:
         state = found.get(self.serial)
         if state is None:
             raise DeviceError(f"device {self.serial} is not attached (attached: {', '.join(found) or 'none'})")
-        if state in ("unauthorized", "authorizing"):
-            raise adb_failure("unauthorized", self.serial)
-        if state != "device":
-            raise DeviceError(f"device {self.serial} is {state}: replug it or run adb reconnect")
+        if problem := state_problem(self.serial, state):
+            raise problem
         return self.serial
 
     def reconnect(self) -> None:

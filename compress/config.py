@@ -8,10 +8,14 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from compress.cache import key_of
+from compress.data import Data
 from compress.errors import UserError
 
 # Keys that describe a node or that the pipeline handles itself: never constructor arguments.
 NOT_ARGUMENTS = ("name", "checkpoint", "min_size")
+# Dataset keys that say where the data is, not what it is: never in a cache key (a moved cache or data still hits).
+LOCATION_KEYS = ("root", "cache_dir", "download")
 
 
 def build(node: DictConfig | dict, **kwargs: Any) -> Any:
@@ -30,6 +34,18 @@ def build(node: DictConfig | dict, **kwargs: Any) -> Any:
 def plain(node: DictConfig | None) -> Any:
     """A resolved, JSON-ready copy of a config node (for cache keys and logs)."""
     return None if node is None else OmegaConf.to_container(node, resolve=True)
+
+
+def dataset_identity(node: DictConfig, data: Data) -> dict:
+    """What determines a data set's samples: its config without location keys, plus the content digest of
+    data read from files (`Data.content`)."""
+    spec = {k: v for k, v in plain(node).items() if k not in LOCATION_KEYS}
+    return spec | ({"content": data.content} if data.content else {})
+
+
+def data_key(cfg: DictConfig, data: Data) -> str:
+    """What identifies the data and the arithmetic (threads) behind a result derived from it; no paths."""
+    return key_of("data", dataset_identity(cfg.dataset, data), cfg.threads)
 
 
 def check_ratio(ratio: object) -> None:

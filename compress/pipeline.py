@@ -1,18 +1,19 @@
-"""One variant: base model (cached) → steps → fine-tune → finalize → export → measure → benchmark.
+"""One variant: base model → reference and variant artifacts → one benchmark session → the row.
 
-Every stage result is cached under `cache_dir` by a hash of the config that produced it, so a sweep
-trains its base model once, a re-run does almost nothing and a crashed sweep resumes. The benchmark
-device is passed in (an `adb_bench` object with `identity()` and `benchmark(path, input_shape)`):
-this package never imports `adb_bench`.
+Each stage is computed once whatever runs the jobs (sequential, joblib, submitit/SLURM, Ray): its result is a cache
+entry under `cache_dir`, keyed by exactly what determines it (never a path); a job that finds the entry locked by
+another job waits for it and reads it. A stage runs in a forked child under `limits` (compress/isolate.py), holding
+a compute slot of this machine or, for a host benchmark, the whole idle host (compress/machine.py). The benchmark
+device is passed in (an `adb_bench` object): this package never imports `adb_bench`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
-import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,154 +21,181 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from compress import cache, metrics
-from compress.config import build, check_ratio, plain
+from compress import cache, machine
+from compress.config import build, check_ratio, dataset_identity, plain
 from compress.data import Data
-from compress.export import export_ptl, load_ptl
+from compress.isolate import Limits, StageError, memory_limit_bytes, run_isolated
+from compress.latency import latency_columns, speedup_columns
 from compress.models.checkpoint import check_input_size, file_digest, load_checkpoint
-from compress.techniques.base import Context, Step, quantized_engine
-from compress.train import Distill, Recipe, evaluate, fit
+from compress.train import Recipe, fit
+from compress.variant import Plan, write_artifact
 
 log = logging.getLogger(__name__)
-
-
-class Device(Protocol):
-    def identity(self) -> dict: ...
-    def benchmark(self, model_path: str, input_shape: list[int]) -> dict: ...
-
-
-def base_model(cfg: DictConfig, data: Data) -> tuple[nn.Module, dict]:
-    """The trained base model of (model, dataset, train, seed), from the cache when it is there;
-    with `model.checkpoint=PATH` the user's weights instead, not trained."""
-    check_input_size(cfg.model.name, cfg.model.get("min_size"), data.input_shape)
-    if cfg.model.get("checkpoint"):
-        torch.manual_seed(cfg.seed)
-        model = build(cfg.model)
-        load_checkpoint(model, cfg.model.checkpoint, cfg.model.name)
-        log.info("base model: %s loaded; training skipped", cfg.model.checkpoint)
-        return model.eval(), {"train_s": 0.0, "base_cached": False}
-    key = cache.key_of("base", plain(cfg.model), plain(cfg.dataset), plain(cfg.train), cfg.seed)
-    path = Path(cfg.cache_dir) / "base" / f"{key}.pt"
-    torch.manual_seed(cfg.seed)
-    model = build(cfg.model)
-    entry = cache.load_state(path)
-    if entry is not None:
-        try:
-            model.load_state_dict(entry["state_dict"])
-            log.info("base model: cache hit %s", path)
-            return model.eval(), {"train_s": entry["train_s"], "base_cached": True}
-        except (KeyError, RuntimeError) as exc:
-            log.warning("cache entry %s does not fit the model (%s); retraining", path, exc)
-            torch.manual_seed(cfg.seed)
-            model = build(cfg.model)
-    log.info("base model: cache miss, training %s", path)
-    start = time.perf_counter()
-    fit(model, data.train, Recipe(**cfg.train), cfg.seed)
-    train_s = time.perf_counter() - start
-    cache.save_state(path, {"state_dict": model.state_dict(), "train_s": train_s})
-    return model, {"train_s": train_s, "base_cached": False}
-
-
-def _context(cfg: DictConfig, data: Data, base: nn.Module) -> Context:
-    recipe = dict(cfg.train) | {k: cfg.finetune[k] for k in ("lr", "schedule")}
-    distill = Distill(base, cfg.finetune.temperature, cfg.finetune.alpha) if cfg.finetune.distill else None
-
-    def finetune(model: nn.Module, epochs: int) -> nn.Module:
-        return fit(model, data.train, Recipe(**(recipe | {"epochs": epochs})), cfg.seed, distill)
-
-    example = data.test[0][0].unsqueeze(0)
-    return Context(
-        data, example, base, finetune, cfg.device.qengine, cfg.seed, cfg.train.batch_size, cfg.finetune.between_epochs
-    )
-
-
-def _compress(cfg: DictConfig, steps: list[Step], ratio: float | None, ctx: Context) -> tuple[nn.Module, dict]:
-    """Apply every step, fine-tune, finalize; structure metrics are taken before finalize
-    (quantization keeps the float structure and hides its parameters in packed form)."""
-    start = time.perf_counter()
-    model = copy.deepcopy(ctx.teacher)
-    for i, step in enumerate(steps):
-        model = step.apply(model, ratio if step.takes_sweep_ratio else step.ratio, ctx)
-        if cfg.technique.finetune_between and i < len(steps) - 1:
-            model = ctx.finetune(model, ctx.between_epochs)
-    compress_s = time.perf_counter() - start
-    # on a copy: evaluating a QAT-prepared model would move its range observers toward the test set
-    before = evaluate(copy.deepcopy(model), ctx.data.test)["acc_top1"] if steps else None
-    out: dict[str, Any] = {"acc_before_finetune": before}
-    start = time.perf_counter()
-    model = ctx.finetune(model, cfg.finetune.epochs) if steps else model
-    out["finetune_s"] = time.perf_counter() - start
-    out |= metrics.count_params(model) | {"macs": metrics.count_macs(model, ctx.example)}
-    start = time.perf_counter()
-    for step in steps:
-        model = step.finalize(model, ctx)
-    out["compress_s"] = compress_s + time.perf_counter() - start
-    return model.eval(), out
-
-
-def _artifact_key(cfg: DictConfig, technique: DictConfig, ratio: float | None, engine: str | None) -> str:
-    """Everything that determines the exported file (a base with no steps ignores technique and fine-tune)."""
-    steps = bool(technique.steps)
-    parts = [plain(cfg.model), plain(cfg.dataset), plain(cfg.train), cfg.seed, plain(technique) if steps else None]
-    parts += [ratio, plain(cfg.finetune) if steps else None, plain(cfg.export), engine]
-    if cfg.model.get("checkpoint"):
-        parts.append(file_digest(cfg.model.checkpoint))  # the weights' content, not just their path
-    return cache.key_of("artifact", *parts)
-
-
-def artifact(cfg: DictConfig, data: Data, base: nn.Module, technique: DictConfig) -> tuple[Path, dict]:
-    """Compress and export one variant (cached): the .ptl path and its measurements."""
-    steps: list[Step] = [build(s) for s in technique.steps]
-    uses_ratio = any(s.takes_sweep_ratio for s in steps)
-    ratio = float(cfg.ratio) if uses_ratio else None
-    engine = cfg.device.qengine if any(getattr(s, "uses_qengine", False) for s in steps) else None
-    folder = Path(cfg.cache_dir) / "variants" / _artifact_key(cfg, technique, ratio, engine)
-    found = cache.read_json(folder / "metrics.json")
-    if found is not None and (folder / "model.ptl").exists():
-        log.info("variant %s: cache hit %s", technique.name, folder)
-        return folder / "model.ptl", found | {"cached": True}
-    ctx = _context(cfg, data, base)
-    # int8 weights are packed for, and the exported file is measured under, the device's engine
-    with quantized_engine(engine) if engine else contextlib.nullcontext():
-        model, out = _compress(cfg, steps, ratio, ctx)
-        out |= export_ptl(model, ctx.example, folder / "model.ptl", cfg.export.optimize, cfg.export.bytecode_version)
-        out |= evaluate(load_ptl(folder / "model.ptl"), data.test) | metrics.file_sizes(folder / "model.ptl")
-    out |= {"ratio": ratio if uses_ratio else math.nan, "ratio_applies": uses_ratio}
-    out["notes"] = "; ".join(ctx.notes + ([out["export_note"]] if out["export_note"] else []))
-    cache.write_json(folder / "metrics.json", out)
-    return folder / "model.ptl", out | {"cached": False}
-
-
-def benchmark(device: Device, path: Path, input_shape: list[int]) -> dict:
-    """Latency of one exported file on `device` (cached per file and device identity)."""
-    record = path.parent / f"bench-{cache.key_of(device.identity())}.json"
-    found = cache.read_json(record)
-    if found is not None:
-        return found
-    start = time.perf_counter()
-    result = device.benchmark(str(path), input_shape)
-    result["bench_s"] = time.perf_counter() - start
-    cache.write_json(record, result)
-    return result
-
 
 # The reference every row is compared with: the base model itself, exported and benchmarked.
 REFERENCE = OmegaConf.create({"name": "none", "steps": [], "finetune_between": False})
 
 
+class Device(Protocol):
+    exclusive_host: bool  # time with the machine idle (host device) or not (a phone has its own lock)
+
+    def identity(self) -> dict: ...
+    def benchmark(self, model_paths: list[str], input_shape: list[int]) -> list[dict]: ...
+
+
+@dataclass
+class Done:
+    """A stage's result and how this job got it: `computed`, read from the `cache`, or `waited` for another job."""
+
+    value: Any
+    source: str
+    waited_s: float
+
+
+def once(stage: str, entry: Path, read: Callable[[], Any], work: Callable[[], None], cfg: DictConfig,
+         hold: Callable[[], contextlib.AbstractContextManager[float]]) -> Done:  # fmt: skip
+    """The cache entry `entry`, computed by `work` (in an isolated child, holding `hold()`) unless it exists
+    or another job computes it meanwhile."""
+    found = read()
+    if found is not None:
+        return Done(found, "cache", 0.0)
+    with cache.entry_lock(entry, cfg.limits.wait_s) as waited:
+        found = read()
+        if found is not None:
+            return Done(found, "waited", waited)
+        limits = Limits(memory_limit_bytes(cfg.limits.memory_gb), cfg.limits[f"{stage}_s"])
+        with hold() as held:
+            run_isolated(stage, work, limits, f"limits.{stage}_s")
+    found = read()
+    if found is None:
+        raise StageError(f"the {stage} stage finished without writing {entry}")
+    return Done(found, "computed", waited + held)
+
+
+def _computing(cfg: DictConfig) -> Callable[[], contextlib.AbstractContextManager[float]]:
+    return lambda: machine.computing(cfg.threads)
+
+
+def _seeded_model(cfg: DictConfig) -> nn.Module:
+    torch.manual_seed(cfg.seed)
+    return build(cfg.model)
+
+
+def base_stage(cfg: DictConfig, data: Data) -> Done:
+    """The trained base model's cache entry {state_dict, train_s} for (model, data, train, seed, threads)."""
+    key = cache.key_of("base", plain(cfg.model), dataset_identity(cfg.dataset, data), plain(cfg.train), cfg.seed,
+                       cfg.threads)  # fmt: skip
+    entry = Path(cfg.cache_dir) / "base" / f"{key}.pt"
+
+    def work() -> None:
+        torch.set_num_threads(cfg.threads)
+        log.info("base model: training %s", entry)
+        model, start = _seeded_model(cfg), time.perf_counter()
+        fit(model, data.train, Recipe(**cfg.train), cfg.seed)
+        cache.save_state(entry, {"state_dict": model.state_dict(), "train_s": time.perf_counter() - start})
+
+    return once("base", entry, lambda: cache.load_state(entry), work, cfg, _computing(cfg))
+
+
+def base_model(cfg: DictConfig, data: Data) -> tuple[nn.Module, dict]:
+    """The trained base model of (model, dataset, train, seed, threads) and {train_s, base_from}; with
+    `model.checkpoint=PATH` the user's weights instead, not trained."""
+    check_input_size(cfg.model.name, cfg.model.get("min_size"), data.input_shape)
+    model = _seeded_model(cfg)
+    if cfg.model.get("checkpoint"):
+        load_checkpoint(model, cfg.model.checkpoint, cfg.model.name)
+        log.info("base model: %s loaded; training skipped", cfg.model.checkpoint)
+        return model.eval(), {"train_s": 0.0, "base_from": "checkpoint", "waited_s": 0.0}
+    done = base_stage(cfg, data)
+    try:
+        model.load_state_dict(done.value["state_dict"])
+    except (KeyError, RuntimeError) as exc:
+        raise StageError(f"the cached base model does not fit {cfg.model.name} ({exc}); delete its entry") from exc
+    log.info("base model: %s", done.source)
+    return model.eval(), {"train_s": done.value["train_s"], "base_from": done.source, "waited_s": done.waited_s}
+
+
+def _artifact_key(cfg: DictConfig, data: Data, plan: Plan) -> str:
+    """Everything that determines the exported file (a base with no steps ignores technique and fine-tune)."""
+    steps = bool(plan.steps)
+    parts = [plain(cfg.model), dataset_identity(cfg.dataset, data), plain(cfg.train), cfg.seed, cfg.threads]
+    parts += [plain(plan.technique) if steps else None, plan.ratio, plain(cfg.finetune) if steps else None]
+    parts += [plain(cfg.export), plan.format.versions(), plan.engine]
+    if cfg.model.get("checkpoint"):
+        parts.append(file_digest(cfg.model.checkpoint))  # the weights' content, not just their path
+    return cache.key_of("artifact", *parts)
+
+
+def artifact_stage(cfg: DictConfig, data: Data, base: nn.Module, plan: Plan) -> Done:
+    """One variant compressed, exported and measured: Done(value=(file path, metrics))."""
+    folder = Path(cfg.cache_dir) / "variants" / _artifact_key(cfg, data, plan)
+    path = folder / plan.format.file_name
+
+    def read() -> tuple[Path, dict] | None:
+        found = cache.read_json(folder / "metrics.json")
+        return (path, found) if found is not None and path.exists() else None
+
+    def work() -> None:
+        torch.set_num_threads(cfg.threads)
+        write_artifact(cfg, data, base, plan, folder)
+
+    return once("variant", folder, read, work, cfg, _computing(cfg))
+
+
+def bench_stage(cfg: DictConfig, device: Device, ref: Path, path: Path, input_shape: list[int]) -> Done:
+    """The reference and the variant timed in one session (interleaved), cached per device identity:
+    Done(value={"reference": ..., "variant": ..., "bench_s": ...})."""
+    key = cache.key_of("bench", device.identity(), ref.parent.name, path.parent.name)
+    entry = Path(cfg.cache_dir) / "bench" / f"{key}.json"
+    files = [str(ref)] if path == ref else [str(ref), str(path)]
+
+    def work() -> None:
+        start, load = time.perf_counter(), machine.load_1m()
+        results = device.benchmark(files, input_shape)
+        record = {"reference": results[0], "variant": results[-1], "host_load_1m": load}
+        cache.write_json(entry, record | {"bench_s": time.perf_counter() - start})
+
+    hold = machine.idle_host if device.exclusive_host else lambda: contextlib.nullcontext(0.0)
+    return once("benchmark", entry, lambda: cache.read_json(entry), work, cfg, hold)
+
+
+def measured(ref: dict, out: dict, bench: dict) -> dict:
+    """The row's comparison and latency columns: against the reference of the same format, timed beside it."""
+    variant, samples = dict(bench["variant"]), bench["variant"]["samples_ms"]
+    notes = [n for n in [out.get("notes"), *variant.pop("notes", [])] if n]
+    variant.pop("samples_ms")
+    return variant | latency_columns(samples) | speedup_columns(bench["reference"]["samples_ms"], samples) | {
+        "compression_x": ref["size_bytes"] / out["size_bytes"], "acc_delta": out["acc_top1"] - ref["acc_top1"],
+        "macs_reduction_x": ref["macs"] / out["macs"] if out["macs"] else float("nan"),
+        "nonzero_reduction_x": ref["nonzero_params"] / out["nonzero_params"] if out["nonzero_params"] else float("nan"),
+        "notes": "; ".join(notes), "host_load_1m": bench["host_load_1m"], "bench_s": bench["bench_s"],
+    }  # fmt: skip
+
+
 def run_variant(cfg: DictConfig, device: Device, row: dict) -> None:
     """Fill `row` with one variant's measurements; on an exception `row` keeps what was measured."""
     check_ratio(cfg.ratio)
-    data = build(cfg.dataset)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # stages run in forked children: this process must not start an OpenMP pool
+    try:
+        _measure(cfg, device, row)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _measure(cfg: DictConfig, device: Device, row: dict) -> None:
+    device.identity()  # a device that is not there fails the row now, not after training and compressing
+    data, fmt = build(cfg.dataset), build(cfg.export)
     base, info = base_model(cfg, data)
     row |= info
-    ref_path, ref = artifact(cfg, data, base, REFERENCE)
-    path, out = artifact(cfg, data, base, cfg.technique)
-    row |= {k: v for k, v in out.items() if k != "export_note"} | {"artifact": str(path)}
-    shape = [1, *data.input_shape]
-    ref_bench = benchmark(device, ref_path, shape)
-    row |= benchmark(device, path, shape)
-    row["compression_x"] = ref["size_bytes"] / row["size_bytes"]
-    row["acc_delta"] = row["acc_top1"] - ref["acc_top1"]
-    row["speedup_x"] = ref_bench["latency_ms_p50"] / row["latency_ms_p50"]
+    plan = Plan.of(cfg, cfg.technique, fmt)
+    row["ratio"] = float("nan") if plan.ratio is None else plan.ratio  # failed rows too: one row across ratios
+    ref = artifact_stage(cfg, data, base, Plan.of(cfg, REFERENCE, fmt))
+    var = artifact_stage(cfg, data, base, plan)
+    (ref_path, ref_out), (path, out) = ref.value, var.value
+    row |= out | {"artifact": str(path), "artifact_from": var.source}
+    bench = bench_stage(cfg, device, ref_path, path, [1, *data.input_shape])
+    row |= measured(ref_out, out, bench.value) | {"bench_from": bench.source}
+    row["speedup_efficiency"] = row["speedup_x"] / row["macs_reduction_x"]
+    row["waited_s"] = info["waited_s"] + ref.waited_s + var.waited_s + bench.waited_s
     row["status"] = "ok"

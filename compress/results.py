@@ -9,32 +9,44 @@ from typing import Any
 
 import pandas as pd
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from compress.cache import read_json, write_json
-from compress.errors import UserError
+from compress.cache import atomic_write, read_json, write_json
+from compress.errors import trace_log
+from compress.flags import EXPLANATIONS, flags_column
+from compress.isolate import StageError
+from compress.report import readable, write_report
+from compress.search import answer
 
 log = logging.getLogger(__name__)
 
 # The user-facing contract (design.md), then extra columns.
 COLUMNS = [
-    "model", "dataset", "technique", "ratio", "seed", "status", "error",
+    "model", "dataset", "technique", "ratio", "seed", "status", "error", "flags",
     "params", "nonzero_params", "macs", "size_bytes", "size_gzip_bytes", "compression_x",
     "acc_top1", "acc_delta", "format", "device", "threads", "qengine",
     "latency_ms_p50", "latency_ms_p90", "latency_ms_mean", "latency_ms_std", "speedup_x",
     "train_s", "compress_s", "finetune_s", "bench_s",
-    "acc_top5", "acc_before_finetune", "latency_ms_min", "ratio_applies", "mobile_optimized",
-    "base_cached", "cached", "notes", "artifact", "job_dir",
+    "latency_ms_p50_lo", "latency_ms_p50_hi", "speedup_x_lo", "speedup_x_hi", "ref_latency_ms_p50",
+    "macs_reduction_x", "speedup_efficiency", "nonzero_reduction_x",
+    "acc_top5", "acc_before_finetune", "latency_ms_min", "iters", "host_load_1m", "ratio_applies",
+    "mobile_optimized", "notes", "artifact", "base_from", "artifact_from", "bench_from", "waited_s", "job_dir",
 ]  # fmt: skip
 
 # Columns that say how a job ran, not what it measured.
-BOOKKEEPING = ("job_dir", "cached", "base_cached")
+BOOKKEEPING = ("job_dir", "base_from", "artifact_from", "bench_from", "waited_s")
 
 # What the end-of-run table prints (the CSV has every column).
 SHOWN = [
-    "model", "dataset", "technique", "ratio", "status", "acc_top1", "acc_delta", "nonzero_params",
-    "macs", "size_bytes", "size_gzip_bytes", "compression_x", "device", "qengine", "latency_ms_p50", "speedup_x",
+    "model", "dataset", "technique", "ratio", "status", "acc_top1", "acc_delta", "nonzero_reduction_x",
+    "macs_reduction_x", "size_bytes", "size_gzip_bytes", "compression_x", "format", "device", "qengine",
+    "latency_ms_p50", "speedup_x", "flags",
 ]  # fmt: skip
+HEADERS = {
+    "acc_top1": "acc", "nonzero_reduction_x": "nonzero_x", "macs_reduction_x": "macs_x", "size_bytes": "size",
+    "size_gzip_bytes": "gzip", "latency_ms_p50": "p50_ms (95% CI)", "speedup_x": "speedup (95% CI)",
+}  # fmt: skip
 
 
 def identity(cfg: DictConfig, job_dir: str) -> dict[str, Any]:
@@ -42,21 +54,23 @@ def identity(cfg: DictConfig, job_dir: str) -> dict[str, Any]:
     return {
         "model": cfg.model.name, "dataset": cfg.dataset.name, "technique": cfg.technique.name,
         "ratio": cfg.ratio, "seed": cfg.seed, "status": "failed", "error": "",
-        "device": cfg.device.name, "job_dir": job_dir,
+        "format": cfg.export.name, "device": cfg.device.name, "job_dir": job_dir,
     }  # fmt: skip
 
 
 def one_line(exc: BaseException) -> str:
-    """`Type: first line of the message` — what the `error` column holds."""
+    """`Type: first line of the message` — what the `error` column holds (a StageError's message already is)."""
     first = (str(exc).strip().splitlines() or [""])[0]
+    if isinstance(exc, StageError):
+        return first
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def fail(row: dict, exc: BaseException) -> None:
-    """Mark `row` failed; the log gets the traceback unless it is a mistake the user can fix."""
+    """Mark `row` failed: one line on the terminal and in the log, the traceback in the job's log file only."""
     row |= {"status": "failed", "error": one_line(exc)}
-    trace = "" if isinstance(exc, UserError) else "\n" + traceback.format_exc()
-    log.error("variant failed: %s%s", row["error"], trace)
+    log.error("variant failed: %s", row["error"])
+    trace_log.debug("traceback of the failure above:\n%s", traceback.format_exc())
 
 
 def write_result(row: dict, job_dir: Path) -> None:
@@ -83,25 +97,37 @@ def collect(folder: Path) -> pd.DataFrame:
 
 
 def _human(table: pd.DataFrame) -> str:
-    shown = table[SHOWN].copy()
-    for col in ("size_bytes", "size_gzip_bytes"):
-        shown[col] = shown[col].map(lambda b: "" if pd.isna(b) else f"{b / 1024:.1f}K")
-    shown = shown.rename(columns={"size_bytes": "size", "size_gzip_bytes": "gzip", "latency_ms_p50": "p50_ms"})
-    shown["ratio"] = shown["ratio"].map(lambda r: "n/a" if pd.isna(r) else f"{r:g}")
-    text = shown.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="")
+    """The end-of-run table (SHOWN columns as `readable` text), then the failed rows' errors and a line
+    for each flag that fired."""
+    text = readable(table)[[c for c in SHOWN if c in table]].rename(columns=HEADERS).to_string(index=False)
     errors = [f"  {r.model}/{r.technique}/{r.ratio}: {r.error}" for r in table.itertuples() if r.status == "failed"]
-    return text + ("\nfailed:\n" + "\n".join(errors) if errors else "")
+    fired = {flag for cell in table["flags"] for flag in cell.split(";")}
+    legend = [f"  {flag}: {why}" for flag, why in EXPLANATIONS.items() if flag in fired]
+    return "\n".join([text] + (["failed:", *errors] if errors else []) + (["flags:", *legend] if legend else []))
+
+
+def write_summary(folder: Path) -> pd.DataFrame:
+    """The table of the `result.json` files under `folder`, with its `flags` column, written as `summary.csv`
+    (nothing when there is no result yet); returns it."""
+    table = collect(folder)
+    if not table.empty:
+        table["flags"] = flags_column(table)
+        atomic_write(Path(folder) / "summary.csv", lambda tmp: table.to_csv(tmp, index=False))
+    return table
 
 
 def summarize(folder: Path) -> pd.DataFrame:
-    """Write `summary.csv` in `folder` from its results and print the table; returns it."""
-    table = collect(folder)
+    """`summary.csv`, the plots and the report in `folder`, from the `result.json` files under it; prints the
+    table and the paths; returns the table."""
+    folder = Path(folder)
+    table = write_summary(folder)
     if table.empty:
         print(f"no result.json under {folder}")
         return table
-    table.to_csv(Path(folder) / "summary.csv", index=False)
+    report = write_report(table, folder)
     print(_human(table))
-    print(f"summary: {Path(folder) / 'summary.csv'} ({len(table)} rows)")
+    print(f"summary: {folder / 'summary.csv'} ({len(table)} rows)")
+    print(f"report: {report}")
     return table
 
 
@@ -110,9 +136,17 @@ def any_failed(table: pd.DataFrame) -> bool:
 
 
 class SummaryCallback(Callback):
-    """At the end of a multirun: summary.csv in the sweep dir, the table printed, exit 1 on failures."""
+    """summary.csv in the sweep dir after every job (so it exists whatever happens to the sweep; under parallel
+    launchers this runs in the worker), and at the end of a multirun the table, the search's answer, exit 1 on
+    failures (this runs on the submitting machine, from the result.json files in the sweep dir)."""
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        if config.hydra.mode == RunMode.MULTIRUN:
+            write_summary(Path(config.hydra.sweep.dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         table = summarize(Path(config.hydra.sweep.dir))
+        if config.get("search") is not None and not table.empty:
+            print(answer(config.search, table))
         if any_failed(table):
             raise SystemExit(1)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
+from tqdm import tqdm
+from tqdm.contrib.logging import tqdm_logging_redirect
 
 from compress.data import make_loader
 from compress.errors import UserError
@@ -69,6 +73,13 @@ def _scheduler(opt: torch.optim.Optimizer, r: Recipe, steps: int) -> torch.optim
     raise UserError(f"unknown lr schedule {r.schedule!r}; use cosine, step or constant")
 
 
+def _progress(batches: int, label: str) -> AbstractContextManager[tqdm]:
+    """A bar over `batches` on a terminal, with the console log redirected above it; disabled when stdout
+    is not a terminal (CI, a pipe, a log file): then only the log lines appear, free of control characters."""
+    return tqdm_logging_redirect(total=batches, desc=label, unit="batch", file=sys.stdout,
+                                 disable=not sys.stdout.isatty(), leave=False, dynamic_ncols=True)  # fmt: skip
+
+
 def fit(
     model: nn.Module,
     train: Dataset,
@@ -76,10 +87,12 @@ def fit(
     seed: int,
     distill: Distill | None = None,
     extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
+    label: str = "train",
 ) -> nn.Module:
     """Train `model` in place for `recipe.epochs` (0 is allowed) and return it in eval mode.
 
     `extra_loss(model)` is added to every batch's loss (e.g. an L1 penalty for network slimming).
+    Progress: a bar (`label`, batches, epoch, mean loss) on a terminal; `label epoch i/n loss` log lines.
     """
     if recipe.epochs <= 0:
         return model.eval()
@@ -87,22 +100,25 @@ def fit(
     loader = make_loader(train, recipe.batch_size, shuffle=True, seed=seed)
     opt = _optimizer(model, recipe)
     sched = _scheduler(opt, recipe, recipe.epochs * len(loader))
-    for epoch in range(recipe.epochs):
-        model.train()
-        total, batches = 0.0, 0
-        for x, y in loader:
-            logits = model(x)
-            loss = distill.loss(logits, x, y) if distill else F.cross_entropy(logits, y)
-            if extra_loss is not None:
-                loss = loss + extra_loss(model)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if recipe.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-            opt.step()
-            sched.step()
-            total, batches = total + loss.item(), batches + 1
-        log.info("epoch %d/%d loss %.4f", epoch + 1, recipe.epochs, total / max(batches, 1))
+    with _progress(recipe.epochs * len(loader), label) as progress:
+        for epoch in range(recipe.epochs):
+            model.train()
+            total, batches = 0.0, 0
+            for x, y in loader:
+                logits = model(x)
+                loss = distill.loss(logits, x, y) if distill else F.cross_entropy(logits, y)
+                if extra_loss is not None:
+                    loss = loss + extra_loss(model)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if recipe.grad_clip:
+                    nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+                opt.step()
+                sched.step()
+                total, batches = total + loss.item(), batches + 1
+                progress.set_postfix_str(f"epoch {epoch + 1}/{recipe.epochs} loss {total / batches:.4f}", False)
+                progress.update()
+            log.info("%s epoch %d/%d loss %.4f", label, epoch + 1, recipe.epochs, total / max(batches, 1))
     return model.eval()
 
 

@@ -18,6 +18,12 @@ from compress.train import Recipe, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# torch.export in this process (tests/test_pte.py) registers a device with autograd's engine; an engine that first
+# starts after that marks every later fork as unable to run backward, and the pipeline's stage children (forks of
+# the test process) train. Start the engine now, before any export. (The CLI's job process never exports or trains
+# itself: its stages do, in their own children.)
+torch.ones(1, requires_grad=True).sum().backward()
+
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:

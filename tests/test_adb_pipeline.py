@@ -1,4 +1,4 @@
-"""The whole path on an emulated phone: export → push → run → parse → rows, from the pipeline and the CLI."""
+"""The whole path on emulated phones: export → push → run → parse → rows, from the pipeline and the CLI."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from adb_emulator.harness import attached_phone
 from adb_emulator.phone import make_fake_binary
 
 from compress.config import build
@@ -15,31 +16,65 @@ from compress.pipeline import run_variant
 from compress.results import fail, identity
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ["train.epochs=1", "finetune.epochs=0", "dataset.limit_train=256", "dataset.limit_test=64"]
+SMALL = ["model=mlp", "train.epochs=1", "finetune.epochs=0", "dataset.limit_train=256", "dataset.limit_test=64"]
 
 
-def device_overrides(server, phone, tmp_path: Path) -> list[str]:
+def device_overrides(server, serial: str, tmp_path: Path) -> list[str]:
     binary = make_fake_binary(tmp_path / "speed_benchmark_torch")
     return [
-        "device=adb", f"device.binary={binary}", f"device.serial={phone.serial}", f"device.server_port={server.port}",
-        "device.warmup=1", "device.iters=3", "device.retry_wait_s=0.1", f"device.lock_dir={tmp_path / 'locks'}",
+        "device=adb", f"device.binary={binary}", f"device.serial={serial}", f"device.server_port={server.port}",
+        "device.warmup=1", "device.iters=3", "device.rounds=1", "device.retry_wait_s=0.1",
+        f"device.lock_dir={tmp_path / 'locks'}",
     ]  # fmt: skip
 
 
+def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "cli.py", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
 @pytest.mark.slow
-def test_cli_sweep_of_two_variants_on_the_phone(server, phone, tmp_path):
-    sweep = tmp_path / "sweep"
-    args = ["-m", "model=mlp,lenet5", "technique=none", *SMALL, *device_overrides(server, phone, tmp_path)]
-    args += [f"cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={sweep}"]
-    done = subprocess.run([sys.executable, "cli.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=240)
+def test_cli_sweep_on_a_pool_times_reference_and_variant_in_one_session(server, phone, tmp_path, cache_dir):
+    """device.serial=[A,B]: each variant's session ran on one of the two phones, and the row says which."""
+    with attached_phone(server, tmp_path / "b", props={"ro.product.model": "Pixel Emu B"}) as other:
+        models = {phone.serial: "adb:Pixel Emu", other.serial: "adb:Pixel Emu B"}
+        sweep, pool = tmp_path / "sweep", f"[{phone.serial},{other.serial}]"
+        args = ["-m", "technique=none,prune_magnitude", "ratio=0.5", *SMALL, *device_overrides(server, pool, tmp_path)]
+        done = cli(*args, f"cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}")
+        runs = [c for c in phone.commands + other.commands if "--model=" in c]
     assert done.returncode == 0, done.stderr[-2000:]
     table = pd.read_csv(sweep / "summary.csv")
-    assert list(table["status"]) == ["ok", "ok"] and set(table["model"]) == {"mlp", "lenet5"}
-    assert (table["device"] == "adb:Pixel Emu").all() and (table["device_soc"] == "EMU8450").all()
-    assert (table["device_abi"] == "arm64-v8a").all() and (table["android"] == 14).all()
-    assert (table["battery_temp_c_before"] == 31.2).all() and (table["latency_ms_p50"] > 0).all()
-    runs = [c for c in phone.commands if "--model=" in c]
-    assert len(runs) == 2 and all("--input_dims=1,1,28,28" in c and "--report_pep=true" in c for c in runs)
+    assert list(table["status"]) == ["ok", "ok"] and list(table["technique"]) == ["none", "prune_magnitude"]
+    assert [models[s] for s in table["device_serial"]] == list(table["device"])
+    assert (table["device_soc"] == "EMU8450").all() and (table["android"] == 14).all()
+    assert (table["battery_temp_c_before"] == 31.2).all() and (table["power_source"] == "usb").all()
+    assert table["notes"].str.contains("energy not measured: the phone is powered by usb and charging").all()
+    assert (table["latency_ms_p50"] > 0).all() and (table["speedup_x"] > 0).all()
+    assert len(runs) == 3  # none: the reference alone; prune_magnitude: reference and variant, one session
+    assert all("--input_dims=1,1,28,28" in c and "--report_pep=true" in c for c in runs)
+
+
+@pytest.mark.slow
+def test_a_pool_hits_the_benchmark_cache_whichever_phone_ran_it(server, phone, tmp_path, make_cfg):
+    with attached_phone(server, tmp_path / "b") as other:
+        rows = []
+        for pool in ([phone.serial, other.serial], [other.serial, phone.serial]):
+            overrides = [*SMALL, *device_overrides(server, f"[{pool[0]},{pool[1]}]", tmp_path)]
+            cfg = make_cfg(*overrides)
+            rows.append(identity(cfg, str(tmp_path)))
+            run_variant(cfg, build(cfg.device), rows[-1])
+        runs = [c for c in phone.commands + other.commands if "--model=" in c]
+    assert [r["bench_from"] for r in rows] == ["computed", "cache"] and len(runs) == 1
+    assert rows[0]["device_serial"] == rows[1]["device_serial"] and rows[1]["status"] == "ok"
+
+
+def test_cli_with_no_phone_prints_one_line_and_no_traceback(server, tmp_path, cache_dir):
+    binary = make_fake_binary(tmp_path / "speed_benchmark_torch")
+    args = [*SMALL, "device=adb", f"device.binary={binary}", f"device.server_port={server.port}"]
+    done = cli(*args, f"cache_dir={cache_dir}", f"hydra.run.dir={tmp_path / 'run'}")
+    printed = done.stdout + done.stderr
+    assert done.returncode == 1 and "Traceback" not in printed and 'File "' not in printed
+    said = {line.split("DeviceError: ", 1)[1] for line in printed.splitlines() if "DeviceError: " in line}
+    assert said == {"no device attached: plug the phone in with USB debugging enabled, then adb devices"}
 
 
 @pytest.mark.slow
@@ -48,7 +83,8 @@ def test_dropped_connection_is_retried_then_a_failed_row_and_the_sweep_goes_on(s
     phone.drop_when("--model=", 3)
     rows = []
     for model in ("mlp", "lenet5"):
-        cfg = make_cfg(f"model={model}", *SMALL, *device_overrides(server, phone, tmp_path), "device.retries=1")
+        overrides = [*SMALL, f"model={model}", *device_overrides(server, phone.serial, tmp_path), "device.retries=1"]
+        cfg = make_cfg(*overrides)
         row = identity(cfg, str(tmp_path))
         try:
             run_variant(cfg, build(cfg.device), row)

@@ -9,7 +9,7 @@ from adb_emulator.harness import attached_phone
 
 import cli
 from adb_bench.errors import DeviceError
-from adb_bench.transport import Adb
+from adb_bench.transport import Adb, parse_devices
 
 
 @pytest.fixture(params=[True, False], ids=["shell_v2", "no_shell_v2"])
@@ -76,6 +76,14 @@ def test_cli_devices_lists_phones(server, tmp_path, monkeypatch, capsys):
             cli.main()
     out = capsys.readouterr().out
     assert done.value.code == 0
-    ready = next(line for line in out.splitlines() if " device " in line)
-    assert ready.split()[2:] == ["Pixel", "Emu", "EMU8450", "emu8450", "arm64-v8a", "14", "31.2"]
-    assert " unauthorized" in out and "accept the 'Allow USB debugging' prompt" in out
+    ready = next(line for line in out.splitlines() if line.split()[1:2] == ["device"] and line[0] != " ")
+    assert ready.split()[2:] == ["Pixel", "Emu", "EMU8450", "emu8450", "arm64-v8a", "14", "31.2", "usb"]
+    assert " unauthorized" in out and "is unauthorized: unlock it and accept the 'Allow USB debugging' prompt" in out
+
+
+def test_adb_devices_long_format_from_the_real_client(server, tmp_path):
+    with attached_phone(server, tmp_path / "ok") as ready, attached_phone(server, tmp_path / "no", authorized=False):
+        serial, listed = ready.serial, {d.serial: d for d in parse_devices(server("devices", "-l").stdout)}
+    assert listed[serial].state == "device" and listed[serial].attributes["model"] == "Pixel_Emu"
+    assert {"product", "device", "transport_id"} <= set(listed[serial].attributes)
+    assert [d.state for s, d in listed.items() if s != serial] == ["unauthorized"]

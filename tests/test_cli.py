@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,14 +34,14 @@ def test_one_variant_end_to_end_then_cache_hit(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert row["status"] == "ok" and row["acc_top1"] > 0.9 and row["latency_ms_p50"] > 0
     assert row["size_bytes"] == Path(row["artifact"]).stat().st_size
-    assert row["base_cached"] is False and "lenet5" in proc.stdout  # the row was printed
+    assert row["base_from"] == "computed" and "lenet5" in proc.stdout  # the row was printed
     (base_file,) = (tmp_path / "cache" / "base").glob("*.pt")
     mtime = base_file.stat().st_mtime_ns
 
     proc, again = run_once(tmp_path, "second")
     assert proc.returncode == 0, proc.stderr
-    assert "base model: cache hit" in proc.stdout + proc.stderr
-    assert again["base_cached"] is True and again["cached"] is True
+    assert "base model: cache" in proc.stdout + proc.stderr
+    assert (again["base_from"], again["artifact_from"], again["bench_from"]) == ("cache", "cache", "cache")
     assert base_file.stat().st_mtime_ns == mtime
     assert again["acc_top1"] == row["acc_top1"]
 
@@ -52,7 +53,7 @@ def test_corrupt_base_cache_is_rebuilt(tmp_path):
     base_file.write_bytes(b"not a torch file")
     proc, again = run_once(tmp_path, "second")
     assert proc.returncode == 0, proc.stderr
-    assert again["status"] == "ok" and again["base_cached"] is False
+    assert again["status"] == "ok" and again["base_from"] == "computed"
     assert "rebuilding" in proc.stdout + proc.stderr
     assert base_file.stat().st_size > 100_000  # a real state dict again
 
@@ -89,3 +90,19 @@ def test_user_errors_are_one_line(args, message):
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith(f"error: {message}")
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_console_script_from_any_directory_gives_the_same_row_as_cli_py(tmp_path):
+    script = shutil.which("pocketbench") or str(Path(sys.executable).parent / "pocketbench")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    args = [f"cache_dir={tmp_path / 'cache'}", "technique=prune_channel", *FAST]
+    done = subprocess.run([script, *args, f"hydra.run.dir={tmp_path / 'script'}"], cwd=elsewhere,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    proc, row = run_once(tmp_path, "cli", "technique=prune_channel")
+    script_row = json.loads((tmp_path / "script" / "result.json").read_text())
+    assert row["artifact_from"] == "cache" and row["bench_from"] == "cache"  # the same keys: the same variant
+    for column in ("status", "acc_top1", "size_bytes", "macs", "latency_ms_p50", "artifact"):
+        assert row[column] == script_row[column], column

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from compress.config import build
-from compress.export import export_ptl
+from compress.formats.ptl import export_ptl
 from compress.metrics import file_sizes
 from compress.techniques.cluster import Cluster, kmeans_1d
 from compress.train import evaluate

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from adb_bench.host import HostDevice
-from adb_bench.stats import summarize_ms
+from adb_bench.host import BLOCK, HostDevice
 from compress import cache
 from compress.config import build
-from compress.export import export_ptl, load_ptl
+from compress.formats.ptl import export_ptl, load_ptl
+from compress.latency import latency_columns
 from compress.metrics import count_params, file_sizes
 from compress.train import Recipe, evaluate, fit
 
@@ -58,18 +58,23 @@ def test_exported_ptl_matches_the_python_model(lenet, mnist5k, tmp_path):
     assert file_sizes(tmp_path / "m.ptl")["size_bytes"] > 4 * count_params(lenet)["params"]
 
 
-def test_host_benchmark_reports_latency_columns(lenet, tmp_path):
-    export_ptl(lenet, torch.zeros(1, 1, 28, 28), tmp_path / "m.ptl")
-    result = HostDevice(threads=1, warmup=2, iters=7, min_time_s=0).benchmark(str(tmp_path / "m.ptl"), [1, 1, 28, 28])
-    assert result["iters"] == 7 and result["threads"] == 1
-    assert 0 < result["latency_ms_min"] <= result["latency_ms_p50"] <= result["latency_ms_p90"]
+def test_host_benchmark_times_files_interleaved_in_one_session(lenet, tmp_path):
+    export_ptl(lenet, torch.zeros(1, 1, 28, 28), tmp_path / "a.ptl")
+    export_ptl(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)), torch.zeros(1, 1, 28, 28),
+               tmp_path / "b.ptl")  # fmt: skip
+    files = [str(tmp_path / "a.ptl"), str(tmp_path / "b.ptl")]
+    a, b = HostDevice(threads=1, warmup=2, iters=7, min_time_s=0).benchmark(files, [1, 1, 28, 28])
+    # blocks of BLOCK runs of each file in turn: both files get the same number of samples, at least `iters`
+    assert len(a["samples_ms"]) == len(b["samples_ms"]) == BLOCK and a["threads"] == b["threads"] == 1
+    assert min(b["samples_ms"]) > 0 and sorted(a["samples_ms"])[BLOCK // 2] > sorted(b["samples_ms"])[BLOCK // 2]
     # a time budget keeps timing past `iters`: LeNet-5 runs in well under 10 ms
-    timed = HostDevice(warmup=0, iters=1, min_time_s=0.1).benchmark(str(tmp_path / "m.ptl"), [1, 1, 28, 28])
-    assert timed["iters"] > 10
+    (timed,) = HostDevice(warmup=0, iters=1, min_time_s=0.1).benchmark(files[:1], [1, 1, 28, 28])
+    assert len(timed["samples_ms"]) > BLOCK and len(timed["samples_ms"]) % BLOCK == 0
 
 
-def test_latency_summary_percentiles():
-    stats = summarize_ms([4.0, 1.0, 3.0, 2.0, 5.0])
+def test_latency_columns_percentiles():
+    stats = latency_columns([4.0, 1.0, 3.0, 2.0, 5.0])
     assert (stats["latency_ms_p50"], stats["latency_ms_min"], stats["latency_ms_mean"]) == (3.0, 1.0, 3.0)
     assert abs(stats["latency_ms_p90"] - 4.6) < 1e-9
     assert abs(stats["latency_ms_std"] - 2**0.5) < 1e-9
+    assert stats["latency_ms_p50_lo"] <= 3.0 <= stats["latency_ms_p50_hi"] and stats["iters"] == 5

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ValueType
 from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,8 +28,16 @@ def _variants(cfg: DictConfig) -> list[dict[str, str]]:
     """The jobs `hydra.sweeper.params` expands to (the basic sweeper's cartesian product)."""
     params = [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()]
     overrides = OverridesParser.create().parse_overrides(params)
-    axes = [[(o.get_key_element(), v) for v in o.sweep_string_iterator()] for o in overrides]
+    axes = [[(o.get_key_element(), v) for v in _values(o)] for o in overrides]
     return [dict(combo) for combo in itertools.product(*axes)]
+
+
+def _values(override) -> list[str]:
+    """A sweep's values; a glob over a config group (`technique=glob(*,exclude=[...])`) against its files."""
+    if override.value_type == ValueType.GLOB_CHOICE_SWEEP:
+        group = ROOT / "conf" / override.get_key_element()
+        return override.value().filter(sorted(p.stem for p in group.glob("*.yaml")))
+    return list(override.sweep_string_iterator())
 
 
 def test_quickstart_is_every_technique_on_lenet5_mnist5k():
@@ -80,3 +89,13 @@ def test_reduced_quickstart_runs_end_to_end(tmp_path):
     assert (table["status"] == "ok").all(), table[["technique", "error"]].to_string()
     assert set(table["model"]) == {"lenet5"} and set(table["dataset"]) == {"mnist5k"}
     assert "summary:" in done.stdout
+
+
+def test_search_samples_every_technique_but_prune_slim_and_ratio():
+    import cli  # noqa: F401 — registers the search_directions resolver, as running cli.py does
+
+    cfg = _compose("sweep=search")
+    params = {k: OverridesParser.create().parse_override(f"{k}={v}") for k, v in cfg.hydra.sweeper.params.items()}
+    assert set(params["technique"].value().list) == TECHNIQUES - NEEDS_BATCHNORM
+    assert (params["ratio"].value().start, params["ratio"].value().end) == (0.1, 0.95)
+    assert list(cfg.hydra.sweeper.direction) == ["maximize", "minimize"]  # acc_top1 up, latency_ms_p50 down

@@ -16,10 +16,11 @@ from compress import metrics
 from compress.config import build
 from compress.data import Data
 from compress.errors import UserError
-from compress.export import export_ptl, load_ptl
+from compress.formats.ptl import export_ptl, load_ptl
 from compress.pipeline import run_variant
 from compress.techniques.base import Context
-from compress.techniques.prune import ChannelPrune, MagnitudePrune, output_layer
+from compress.techniques.groups import output_layer
+from compress.techniques.prune import ChannelPrune, MagnitudePrune
 from compress.train import evaluate
 
 
@@ -197,6 +198,27 @@ def test_technique_knobs_reach_the_step(make_cfg):
         MagnitudePrune(scope="local")
     with pytest.raises(UserError, match="iterations must be"):
         ChannelPrune(iterations=0)
+
+
+@pytest.mark.parametrize("retrain", [True, False])
+def test_retrain_increments_decides_the_finetunes_between_increments(lenet, mnist5k, retrain):
+    calls = []
+    ctx = make_context(mnist5k, lenet)
+    ctx.finetune = lambda model, epochs: calls.append(epochs) or model
+    ChannelPrune(iterations=3, retrain_increments=retrain).apply(copy.deepcopy(lenet), 0.5, ctx)
+    MagnitudePrune(iterations=3, retrain_increments=retrain).apply(lenet, 0.5, ctx)
+    assert calls == ([1] * 4 if retrain else [])
+
+
+@pytest.mark.parametrize(
+    "technique", ["prune_channel", "prune_magnitude", "prune_slim", "prune_quant", "prune_qat", "deep_compression"]
+)
+def test_every_pruning_technique_passes_retrain_increments_to_its_step(make_cfg, technique):
+    """`technique.finetune_between` is about fine-tuning between a technique's steps; the pruning step's own
+    `retrain_increments` reaches it from every technique that prunes (prune_qat used to drop it)."""
+    cfg = make_cfg(f"technique={technique}", "technique.iterations=3", "technique.retrain_increments=false")
+    step = build(cfg.technique.steps[0])
+    assert (step.iterations, step.retrain_increments) == (3, False)
 
 
 def run(make_cfg, *overrides: str) -> dict:

@@ -10,10 +10,11 @@ from conftest import make_context
 from test_prune import BNNet, widths
 from torch.utils.data import Subset
 
+from adb_bench.host import HostDevice
 from compress.config import build
 from compress.data import Data
 from compress.errors import UserError
-from compress.export import export_ptl, load_ptl
+from compress.formats.ptl import export_ptl, load_ptl
 from compress.pipeline import run_variant
 from compress.techniques.base import Context
 from compress.techniques.slim import SlimPrune, bn_scales
@@ -56,4 +57,4 @@ def test_pipeline_prune_slim_on_lenet_says_what_to_do(make_cfg):
     cfg = make_cfg("technique=prune_slim", "train.epochs=1", "finetune.epochs=1")
     assert build(cfg.technique.steps[0]).lr == cfg.finetune.lr
     with pytest.raises(UserError, match="LeNet5 has none; use technique=prune_channel"):
-        run_variant(cfg, device=None, row={})
+        run_variant(cfg, HostDevice(warmup=1, iters=1, min_time_s=0), row={})

@@ -14,8 +14,7 @@ from omegaconf import OmegaConf
 from compress.config import build
 from compress.data import Data
 from compress.errors import UserError
-from compress.export import export_ptl, load_ptl
-from compress.models.checkpoint import check_input_size
+from compress.formats.ptl import export_ptl, load_ptl
 from compress.pipeline import base_model
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -43,15 +42,36 @@ def _fake(shape: tuple, classes: int) -> Data:
 @pytest.mark.parametrize("dataset", [names[0] for names in SHAPES.values()], ids=lambda d: d)
 @pytest.mark.parametrize("model_name", MODELS)
 def test_model_fits_every_dataset_shape(make_cfg, model_name, dataset):
-    """A shape smaller than the model's `min_size` is refused with one line; every other one works."""
+    """Every shape of at least the model's `min_size` works; a smaller one really breaks the model's layers, and
+    the pipeline refuses it first with one line."""
     cfg = make_cfg(f"model={model_name}", f"dataset={dataset}")
     shape, classes = tuple(cfg.dataset.input_shape), cfg.dataset.num_classes
     if min(shape[1:]) < cfg.model.min_size:
+        with pytest.raises((RuntimeError, ValueError)), torch.no_grad():
+            build(cfg.model).eval()(torch.randn(2, *shape))
         with pytest.raises(UserError, match=f"needs inputs of at least {cfg.model.min_size}"):
-            check_input_size(cfg.model.name, cfg.model.min_size, shape)
+            base_model(cfg, _fake(shape, classes))
         return
     with torch.no_grad():
         assert build(cfg.model).eval()(torch.randn(2, *shape)).shape == (2, classes)
+
+
+def _min_size(model_name: str) -> int:
+    return OmegaConf.load(CONF / "model" / f"{model_name}.yaml").min_size
+
+
+@pytest.mark.parametrize("model_name", [m for m in MODELS if _min_size(m) > 1])
+def test_min_size_is_the_smallest_side_the_model_runs_on(make_cfg, model_name):
+    """`min_size` is tight: the model runs on images of exactly that side and breaks one pixel below it."""
+
+    def forward(side: int) -> torch.Tensor:
+        cfg = make_cfg(f"model={model_name}", "dataset=fake", f"dataset.input_shape=[1,{side},{side}]")
+        with torch.no_grad():
+            return build(cfg.model).eval()(torch.randn(2, 1, side, side))
+
+    assert forward(_min_size(model_name)).shape == (2, 10)
+    with pytest.raises((RuntimeError, ValueError)):
+        forward(_min_size(model_name) - 1)
 
 
 @pytest.mark.parametrize("model_name", MODELS)
@@ -84,7 +104,7 @@ def test_checkpoint_loads_and_skips_training(make_cfg, tmp_path, caplog):
     cfg = make_cfg("model=lenet5", "dataset=mnist5k", f"model.checkpoint={tmp_path / 'mine.pt'}")
     with caplog.at_level(logging.INFO, logger="compress.pipeline"):
         model, info = base_model(cfg, _fake((1, 28, 28), 10))
-    assert info == {"train_s": 0.0, "base_cached": False}
+    assert info == {"train_s": 0.0, "base_from": "checkpoint", "waited_s": 0.0}
     assert "training skipped" in caplog.text
     for key, tensor in model.state_dict().items():
         assert torch.equal(tensor, saved[key]), key

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -19,6 +20,15 @@ class Data:
     test: Dataset
     input_shape: tuple[int, ...]
     num_classes: int
+    content: str = ""  # digest of the samples for data read from files; "" when the config determines them
+
+
+def digest(*tensors: torch.Tensor) -> str:
+    """sha256 of the tensors' bytes (a data set's content identity, whatever its location)."""
+    sha = hashlib.sha256()
+    for t in tensors:
+        sha.update(t.contiguous().numpy().tobytes())
+    return sha.hexdigest()
 
 
 class TensorImages(Dataset):

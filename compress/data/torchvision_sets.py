@@ -14,7 +14,7 @@ import torch
 import torchvision
 from torchvision.transforms import v2
 
-from compress.data.base import Data, TensorImages, check_shape, limited
+from compress.data.base import Data, TensorImages, check_shape, digest, limited
 from compress.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -73,4 +73,5 @@ def load(
     check_shape(dataset, tuple(x_train.shape[1:]), len(splits[0].classes), input_shape, num_classes)
     train_tf, test_tf = _transforms(input_shape, mean, std, crop_padding, flip)
     train, test = TensorImages(x_train, y_train, train_tf), TensorImages(x_test, y_test, test_tf)
-    return Data(limited(train, limit_train), limited(test, limit_test), tuple(input_shape), num_classes)
+    content = digest(x_train, y_train, x_test, y_test)
+    return Data(limited(train, limit_train), limited(test, limit_test), tuple(input_shape), num_classes, content)

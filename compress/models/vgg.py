@@ -16,20 +16,30 @@ VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512
 
 
 class VGG16BN(nn.Module):
-    def __init__(self, input_shape: Sequence[int], num_classes: int):
+    """`width` scales every layer's channels (0.25: 64 → 16, ..., 512 → 128; 1/16 of the parameters)."""
+
+    def __init__(self, input_shape: Sequence[int], num_classes: int, width: float = 1.0):
         super().__init__()
         layers: list[nn.Module] = []
-        width = input_shape[0]
+        channels = input_shape[0]
         for v in VGG16:
             if v == "M":
                 layers.append(nn.MaxPool2d(2, 2, ceil_mode=True))
             else:
-                layers += [nn.Conv2d(width, v, 3, padding=1, bias=False), nn.BatchNorm2d(v), nn.ReLU(inplace=True)]
-                width = v
+                out = max(1, round(v * width))
+                layers += [
+                    nn.Conv2d(channels, out, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(out),
+                    nn.ReLU(inplace=True),
+                ]
+                channels = out
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(
-            nn.Linear(512, 512), nn.BatchNorm1d(512), nn.ReLU(inplace=True), nn.Linear(512, num_classes)
+            nn.Linear(channels, channels),
+            nn.BatchNorm1d(channels),
+            nn.ReLU(inplace=True),
+            nn.Linear(channels, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,8 @@ from torch import nn
 
 from compress.data import Data, make_loader
 from compress.errors import UserError
+from compress.formats.base import Format
+from compress.formats.ptl import Ptl
 
 
 @dataclass
@@ -26,6 +28,9 @@ class Context:
     batch_size: int = 64
     between_epochs: int = 1  # fine-tune epochs between iterations / steps (finetune.between_epochs)
     notes: list[str] = field(default_factory=list)  # lines for the row's `notes` column
+    format: Format = field(default_factory=Ptl)  # the export format: the int8 steps take its quantization route
+    cache_dir: str | None = None  # the stage cache, for what a step derives from the base model (None: not cached)
+    data_key: str = ""  # identity of the data set and threads (no paths): the key part of such derived results
 
     def train_batches(self, n: int):
         """The first `n` input batches of the training set (calibration, gradients for importance)."""

@@ -9,6 +9,10 @@ cluster, so all members of a cluster receive the same update and stay equal (the
 mean gradient, i.e. Deep Compression's summed gradient at a learning rate divided by the cluster size).
 `finalize` removes the hooks and snaps each cluster to its mean, which guarantees the 2^bits values even if
 an optimizer's arithmetic drifted members apart by a rounding error.
+
+Weights that are exactly zero (pruned before, as in Deep Compression's prune → share pipeline) are not clustered:
+they form one more cluster pinned at zero, whose gradient is zero, so the sparsity survives weight sharing and
+its fine-tuning.
 """
 
 from __future__ import annotations
@@ -51,12 +55,25 @@ def kmeans_1d(values: torch.Tensor, k: int, iterations: int = 30) -> tuple[torch
     return centroids, _nearest(flat, centroids)
 
 
+def shared_values(weight: torch.Tensor, k: int, iterations: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k centroids of the non-zero weights followed by 0, and each weight's index into them (zeros → k)."""
+    flat = weight.detach().flatten().float()
+    nonzero = flat != 0
+    labels = torch.full(flat.shape, k, dtype=torch.long)
+    if not nonzero.any():
+        return torch.zeros(k + 1), labels
+    centroids, labels[nonzero] = kmeans_1d(flat[nonzero], k, iterations)  # the zeros keep label k
+    return torch.cat([centroids, torch.zeros(1)]), labels
+
+
 def _mean_gradient_per_cluster(labels: torch.Tensor, k: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    counts = torch.bincount(labels, minlength=k).clamp(min=1)
+    """Each weight's gradient → its cluster's mean gradient; the zero cluster (index k) gets none."""
+    counts = torch.bincount(labels, minlength=k + 1).clamp(min=1)
 
     def hook(grad: torch.Tensor) -> torch.Tensor:
-        sums = torch.zeros(k, dtype=grad.dtype).index_add_(0, labels, grad.flatten())
-        return (sums / counts)[labels].view_as(grad)
+        means = torch.zeros(k + 1, dtype=grad.dtype).index_add_(0, labels, grad.flatten()) / counts
+        means[k] = 0
+        return means[labels].view_as(grad)
 
     return hook
 
@@ -78,12 +95,16 @@ class Cluster(Step):
         k = 2**self.bits
         for layer in model.modules():
             if isinstance(layer, CLUSTERED):
-                centroids, labels = kmeans_1d(layer.weight, k, self.iterations)
+                values, labels = shared_values(layer.weight, k, self.iterations)
                 with torch.no_grad():
-                    layer.weight.copy_(centroids[labels].view_as(layer.weight))
+                    layer.weight.copy_(values[labels].view_as(layer.weight))
                 self._clusters.append((layer.weight, labels))
                 self._hooks.append(layer.weight.register_hook(_mean_gradient_per_cluster(labels, k)))
-        ctx.note(f"cluster: {len(self._clusters)} layers × {k} shared fp32 values; the saving shows in gzip size")
+        zeros = torch.cat([labels for _, labels in self._clusters]).eq(k).float().mean()
+        ctx.note(
+            f"cluster: {len(self._clusters)} layers × {k} shared fp32 values, {zeros:.1%} of the weights kept at "
+            "zero; the saving shows in gzip size"
+        )
         return model
 
     def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
@@ -92,6 +113,6 @@ class Cluster(Step):
         with torch.no_grad():
             for weight, labels in self._clusters:
                 flat = weight.flatten()
-                means = _cluster_means(flat, labels, torch.zeros(2**self.bits, dtype=flat.dtype))
+                means = _cluster_means(flat, labels, torch.zeros(2**self.bits + 1, dtype=flat.dtype))
                 weight.copy_(means[labels].view_as(weight))
         return model

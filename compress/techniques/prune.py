@@ -2,14 +2,14 @@
 tensors, and structured channel pruning (torch-pruning), which removes channels and shrinks the model.
 
 Both prune to the target ratio in `iterations` equal increments, fine-tuning `ctx.between_epochs`
-between increments (the classic prune → retrain loop); the final ratio is the one-shot ratio.
+between increments when `retrain_increments` (the classic prune → retrain loop); the final ratio is the one-shot
+ratio. With `scope: sensitivity` each layer gets the ratio its sensitivity curve allows (compress/sensitivity.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
@@ -18,9 +18,15 @@ from torch.utils.hooks import RemovableHandle
 
 from compress.data import make_loader
 from compress.errors import UserError
-from compress.techniques.base import Context, Step, forward_calls
-
-LAYER_TYPES: dict[str, type[nn.Module]] = {"conv": nn.modules.conv._ConvNd, "linear": nn.Linear}
+from compress.sensitivity import allocate, allocation_note, curves
+from compress.techniques.base import Context, Step
+from compress.techniques.groups import (
+    LAYER_TYPES,
+    output_layer,
+    padded_channel_layers,
+    prunable_groups,
+    standing_aside,
+)
 
 IMPORTANCES = {
     # Li et al. 2017: norm of each filter of the layer whose output channels are removed
@@ -47,17 +53,49 @@ def _iterations(value: int) -> int:
     return value
 
 
-def _schedule(model: nn.Module, ctx: Context, iterations: int, finetune_between: bool):
-    """Yield (index, model) once per increment, fine-tuning between increments when asked to."""
+def _schedule(model: nn.Module, ctx: Context, iterations: int, retrain: bool):
+    """Yield (index, model) once per increment, fine-tuning between increments when `retrain`."""
     for i in range(iterations):
-        if i and finetune_between:
+        if i and retrain:
             model = ctx.finetune(model, ctx.between_epochs)
         yield i, model.eval()
 
 
+class KeptZeros:
+    """Gradient masks that keep the zero weights of tensors at zero through fine-tuning (SGD and Adam with coupled
+    weight decay never move a weight whose gradient is zero), until `release`."""
+
+    def __init__(self) -> None:
+        self._hooks: dict[nn.Parameter, RemovableHandle] = {}
+
+    def keep(self, weight: nn.Parameter) -> None:
+        if weight in self._hooks:
+            self._hooks.pop(weight).remove()
+        mask = (weight != 0).to(weight.dtype)
+        self._hooks[weight] = weight.register_hook(lambda grad: grad * mask)
+
+    def release(self) -> None:
+        for handle in self._hooks.values():
+            handle.remove()
+        self._hooks.clear()
+
+
+def _zero_smallest(layer: nn.Module, sparsity: float) -> None:
+    prune.l1_unstructured(layer, "weight", amount=round(sparsity * layer.weight.numel()))
+    prune.remove(layer, "weight")
+
+
+def _zero_smallest_globally(layers: list[nn.Module], sparsity: float) -> None:
+    total = sum(m.weight.numel() for m in layers)
+    prune.global_unstructured([(m, "weight") for m in layers], prune.L1Unstructured, amount=round(sparsity * total))
+    for m in layers:
+        prune.remove(m, "weight")
+
+
 class MagnitudePrune(Step):
-    """Zero the `ratio` fraction of smallest-|w| weights of every conv/linear layer (`scope: layer`)
-    or of all of them together (`scope: global`), made permanent with `prune.remove`.
+    """Zero the `ratio` fraction of smallest-|w| weights of every conv/linear layer (`scope: layer`), of all of
+    them together (`scope: global`), or of each layer at the sparsity its sensitivity curve allows (`scope:
+    sensitivity`), made permanent with `prune.remove`.
 
     The zeros stay zero through fine-tuning: the gradients of pruned weights are masked until `finalize`.
     """
@@ -68,56 +106,65 @@ class MagnitudePrune(Step):
         scope: str = "layer",
         layers: Sequence[str] = ("conv", "linear"),
         iterations: int = 1,
-        finetune_between: bool = True,
+        retrain_increments: bool = True,
     ):
         super().__init__(ratio)
-        self.scope = _choice("scope", scope, ("layer", "global"))
-        self.layer_types = tuple(LAYER_TYPES[_choice("layers", name, tuple(LAYER_TYPES))] for name in layers)
+        self.scope = _choice("scope", scope, ("layer", "global", "sensitivity"))
+        self.layers = [_choice("layers", name, tuple(LAYER_TYPES)) for name in layers]
+        self.layer_types = tuple(LAYER_TYPES[name] for name in self.layers)
         self.iterations = _iterations(iterations)
-        self.finetune_between = finetune_between
-        self._masks: dict[nn.Parameter, RemovableHandle] = {}
+        self.retrain_increments = retrain_increments
+        self._zeros = KeptZeros()
 
-    def pruned_layers(self, model: nn.Module) -> list[nn.Module]:
-        return [m for m in model.modules() if isinstance(m, self.layer_types)]
+    def pruned_layers(self, model: nn.Module) -> dict[str, nn.Module]:
+        return {name: m for name, m in model.named_modules() if isinstance(m, self.layer_types)}
 
     def apply(self, model: nn.Module, ratio: float, ctx: Context) -> nn.Module:
-        for i, pruned in _schedule(model, ctx, self.iterations, self.finetune_between):
-            self._prune(self.pruned_layers(pruned), ratio * (i + 1) / self.iterations)
-        weights = [m.weight for m in self.pruned_layers(pruned)]
+        if not self.pruned_layers(model):
+            raise UserError(
+                f"magnitude pruning of {' and '.join(self.layers)} layers does not apply: {type(model).__name__} has "
+                "none; choose the technique's layer types (conv, linear) or another technique"
+            )
+        sparsities = self.layer_sparsities(model, ratio, ctx)
+        for i, pruned in _schedule(model, ctx, self.iterations, self.retrain_increments):
+            share, layers = (i + 1) / self.iterations, self.pruned_layers(pruned)
+            if sparsities is None:
+                _zero_smallest_globally(list(layers.values()), ratio * share)
+            for name, sparsity in (sparsities or {}).items():
+                _zero_smallest(layers[name], sparsity * share)
+            for m in layers.values():
+                self._zeros.keep(m.weight)
+        weights = [m.weight for m in self.pruned_layers(pruned).values()]
         zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
         ctx.note(f"magnitude pruning: {zeros:.1%} of the weights of {len(weights)} layers are zero (dense storage)")
         return pruned
 
-    def _prune(self, layers: list[nn.Module], sparsity: float) -> None:
+    def layer_sparsities(self, model: nn.Module, ratio: float, ctx: Context) -> dict[str, float] | None:
+        """Each pruned layer's sparsity by name (None: one threshold across all of them)."""
         if self.scope == "global":
-            total = sum(m.weight.numel() for m in layers)
-            prune.global_unstructured(
-                [(m, "weight") for m in layers], prune.L1Unstructured, amount=round(sparsity * total)
-            )
-        else:
-            for m in layers:
-                prune.l1_unstructured(m, "weight", amount=round(sparsity * m.weight.numel()))
-        for m in layers:
-            prune.remove(m, "weight")
-            self._keep_zeros(m.weight)
-
-    def _keep_zeros(self, weight: nn.Parameter) -> None:
-        """Mask the gradient so SGD/Adam (with coupled weight decay) never move a pruned weight."""
-        if weight in self._masks:
-            self._masks.pop(weight).remove()
-        mask = (weight != 0).to(weight.dtype)
-        self._masks[weight] = weight.register_hook(lambda grad: grad * mask)
+            return None
+        if self.scope == "layer":
+            return dict.fromkeys(self.pruned_layers(model), ratio)
+        sparsities = allocate(curves(self, model, ctx), ratio)
+        ctx.note(allocation_note(sparsities))
+        return sparsities
 
     def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
-        for handle in self._masks.values():
-            handle.remove()
-        self._masks.clear()
+        self._zeros.release()
         return model
 
+    # --- what the sensitivity analysis (compress/sensitivity.py) asks of a pruning step ---
 
-def output_layer(model: nn.Module, example: torch.Tensor) -> nn.Module:
-    """The last conv/linear layer a forward pass runs: the classifier, whose outputs are the classes."""
-    return forward_calls(model, example, tuple(LAYER_TYPES.values()))[-1][1]
+    def sensitivity_method(self) -> dict:
+        return {"step": "magnitude", "layers": sorted(t.__name__ for t in self.layer_types)}
+
+    def sensitivity_layers(self, model: nn.Module, ctx: Context) -> dict[str, int]:
+        """The layers pruned one at a time, by name, with the number of weights each has."""
+        return {name: m.weight.numel() for name, m in self.pruned_layers(model).items()}
+
+    def prune_alone(self, model: nn.Module, layer: str, ratio: float, ctx: Context) -> nn.Module:
+        _zero_smallest(model.get_submodule(layer), ratio)
+        return model
 
 
 def accumulate_gradients(model: nn.Module, ctx: Context, batches: int) -> None:
@@ -130,8 +177,9 @@ def accumulate_gradients(model: nn.Module, ctx: Context, batches: int) -> None:
 
 
 class ChannelPrune(Step):
-    """Remove the `ratio` fraction of the channels of every prunable group (`scope: uniform`) or of all
-    channels ranked together (`scope: global`) with torch-pruning; the classifier's outputs are kept."""
+    """Remove the `ratio` fraction of the channels of every prunable group (`scope: uniform`), of all channels
+    ranked together (`scope: global`) or of each group at the ratio its sensitivity curve allows (`scope:
+    sensitivity`) with torch-pruning; the classifier's outputs are kept."""
 
     def __init__(
         self,
@@ -139,15 +187,15 @@ class ChannelPrune(Step):
         importance: str = "l1",
         scope: str = "uniform",
         iterations: int = 1,
-        finetune_between: bool = True,
+        retrain_increments: bool = True,
         taylor_batches: int = 8,
         max_layer_ratio: float = 0.9,
     ):
         super().__init__(ratio)
         self.importance = _choice("importance", importance, tuple(IMPORTANCES))
-        self.scope = _choice("scope", scope, ("uniform", "global"))
+        self.scope = _choice("scope", scope, ("uniform", "global", "sensitivity"))
         self.iterations = _iterations(iterations)
-        self.finetune_between = finetune_between
+        self.retrain_increments = retrain_increments
         self.taylor_batches = taylor_batches
         self.max_layer_ratio = max_layer_ratio
 
@@ -165,31 +213,71 @@ class ChannelPrune(Step):
 
     def apply(self, model: nn.Module, ratio: float, ctx: Context) -> nn.Module:
         self.check_model(model)
-        channels, classifier = _channels(model), output_layer(model, ctx.example)
-        pruner = tp.pruner.MetaPruner(
-            model.eval(), ctx.example, importance=self.make_importance(), pruning_ratio=ratio,
-            pruning_ratio_dict=_keep_one_channel(model, ratio, classifier) if self.scope == "uniform" else None,
-            global_pruning=self.scope == "global", max_pruning_ratio=max(ratio, self.max_layer_ratio),
-            iterative_steps=self.iterations, ignored_layers=[classifier],
-        )  # fmt: skip
-        for _, pruned in _schedule(model, ctx, self.iterations, self.finetune_between):
-            if self.importance == "taylor":
-                accumulate_gradients(pruned, ctx, self.taylor_batches)
-            pruner.step()
-            pruned.zero_grad(set_to_none=True)
+        channels = _channels(model)
+        pruned = self._prune(model, ratio, self.layer_ratios(model, ratio, ctx), self.iterations, ctx)
         ctx.note(f"channel pruning ({self.importance}, {self.scope}): {channels} → {_channels(pruned)} channels")
         return pruned
 
+    def layer_ratios(self, model: nn.Module, ratio: float, ctx: Context) -> dict[str, float] | None:
+        """Each prunable group's ratio by the name of its root layer (None: all channels ranked together)."""
+        if self.scope == "global":
+            return None
+        widths = self.sensitivity_layers(model, ctx)
+        ratios = dict.fromkeys(widths, ratio)
+        if self.scope == "sensitivity":
+            ratios = allocate(curves(self, model, ctx), ratio, self.max_layer_ratio)
+            ctx.note(allocation_note(ratios))
+        return {name: _keeping_one(widths[name], r) for name, r in ratios.items()}
 
-def _keep_one_channel(model: nn.Module, ratio: float, classifier: nn.Module) -> dict[nn.Module, float]:
-    """Lower ratios for layers so narrow that `ratio` would remove every channel (torch-pruning then
-    skips the layer altogether): they keep one channel."""
-    widths = {m: getattr(m, "out_channels", getattr(m, "out_features", 0)) for m in model.modules()}
-    return {
-        m: 1 - 1.5 / width
-        for m, width in widths.items()
-        if isinstance(m, tuple(LAYER_TYPES.values())) and m is not classifier and 1 < width < 1 / (1 - ratio)
-    }
+    def _prune(
+        self, model: nn.Module, ratio: float, layer_ratios: dict[str, float] | None, iterations: int, ctx: Context
+    ) -> nn.Module:
+        classifier = output_layer(model, ctx.example)
+        per_layer = None if layer_ratios is None else {model.get_submodule(n): r for n, r in layer_ratios.items()}
+        with standing_aside(model):
+            kept = padded_channel_layers(model.eval(), ctx.example)
+            pruner = tp.pruner.MetaPruner(  # per-layer ratios are final; a global ranking is capped per layer
+                model, ctx.example, importance=self.make_importance(), pruning_ratio=ratio if per_layer is None else 0,
+                pruning_ratio_dict=per_layer, global_pruning=per_layer is None,
+                max_pruning_ratio=max(ratio, self.max_layer_ratio) if per_layer is None else 1.0,
+                iterative_steps=iterations, ignored_layers=[classifier, *kept],
+            )  # fmt: skip
+        for _, pruned in _schedule(model, ctx, iterations, self.retrain_increments):
+            if self.importance == "taylor":
+                accumulate_gradients(pruned, ctx, self.taylor_batches)
+            with standing_aside(pruned):
+                pruner.step()
+            pruned.zero_grad(set_to_none=True)
+        if kept:
+            ctx.note(f"{len(kept)} layers feeding zero-padded (option-A) shortcuts keep their output channels")
+        return pruned
+
+    # --- what the sensitivity analysis (compress/sensitivity.py) asks of a pruning step ---
+
+    def sensitivity_method(self) -> dict:
+        return {"step": "channel", "importance": self.importance, "taylor_batches": self.taylor_batches}
+
+    def sensitivity_layers(self, model: nn.Module, ctx: Context) -> dict[str, int]:
+        """The root layer of every prunable group, by name, with its number of channels."""
+        with prunable_groups(model, ctx.example) as (_, groups):
+            roots = [group.items[0] for group in groups]
+        widths = {root.dep.target.module: len(root.idxs) for root in roots}
+        return {name: widths[m] for name, m in model.named_modules() if m in widths}  # in the model's order
+
+    def prune_alone(self, model: nn.Module, layer: str, ratio: float, ctx: Context) -> nn.Module:
+        width = _width(model.get_submodule(layer))
+        return self._prune(model, 0.0, {layer: _keeping_one(width, ratio)}, 1, ctx)
+
+
+def _keeping_one(width: int, ratio: float) -> float:
+    """`ratio`, lowered for a layer so narrow that it would lose every channel (torch-pruning then skips the
+    layer altogether): it keeps one channel."""
+    return 1 - 1.5 / width if 1 < width < 1 / (1 - ratio) else ratio
+
+
+def _width(layer: nn.Module) -> int:
+    """Output channels of a conv, output features of a linear layer."""
+    return layer.out_channels if isinstance(layer, nn.modules.conv._ConvNd) else layer.out_features
 
 
 def _channels(model: nn.Module) -> int:

@@ -1,85 +1,32 @@
-"""Int8 quantization with torch.ao: dynamic, FX static post-training (PTQ), FX quantization-aware training (QAT).
+"""Int8 quantization steps: dynamic, static post-training (PTQ), quantization-aware training (QAT).
 
-torch.ao is the only route to quantized TorchScript (.ptl) files, and every torch.ao call of the project lives
-here, so an ExecuTorch route (PT2E, XNNPACKQuantizer, .pte) can be added beside this module. The quantized
-engine is the target device's (`ctx.qengine`): weights are packed for it, and activations use 7 bits on
-x86/fbgemm (their int16 accumulation saturates on 8-bit activations) and 8 bits on qnnpack/onednn.
+Each step takes the int8 route of the export format (`ctx.format.int8_route`): torch.ao for .ptl files
+(compress/techniques/torch_ao.py, packed for the device's quantized engine), PT2E for .pte files
+(compress/techniques/pt2e.py, lowered to XNNPACK). A route provides `dynamic`, `prepare_static`, `prepare_qat` and
+`convert`; the steps here calibrate and order them the same way for every route.
 """
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable
+import importlib
+from types import ModuleType
 
 import torch
 from torch import nn
-from torch.ao.quantization import (
-    FusedMovingAvgObsFakeQuantize,
-    HistogramObserver,
-    MinMaxObserver,
-    MovingAverageMinMaxObserver,
-    MovingAveragePerChannelMinMaxObserver,
-    PerChannelMinMaxObserver,
-    QConfig,
-    QConfigMapping,
-    default_dynamic_qconfig,
-    get_default_qat_qconfig_mapping,
-    get_default_qconfig_mapping,
-    per_channel_dynamic_qconfig,
-    quantize_dynamic,
-)
-from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qat_fx
 
 from compress.errors import UserError
-from compress.techniques.base import Context, Step, quantized_engine
+from compress.techniques.base import Context, Step
 
-# The one place torch.ao's warnings are silenced: upstream deprecated torch.ao.quantization (and quantized
-# tensors, and observers' `reduce_range`) in favour of torchao / PT2E, but it still is the only way to get
-# quantized .ptl files, and the same warnings would repeat for every variant of a sweep.
-for _message in (
-    r"torch\.ao\.quantization is deprecated",
-    r"torch\.quantize_per_tensor, torch\.quantize_per_channel and other quantized tensor creation",
-    r"Please use quant_min and quant_max",
-):
-    warnings.filterwarnings("ignore", message=_message)
-
-OBSERVERS = {"minmax": MinMaxObserver, "histogram": HistogramObserver}
+ROUTES = {"torch.ao": "compress.techniques.torch_ao", "pt2e": "compress.techniques.pt2e"}  # imported when used
+OBSERVERS = ("minmax", "histogram")  # activation range observers every route has
 
 
-def _activation_max(engine: str) -> int:
-    return 127 if engine in ("x86", "fbgemm") else 255
-
-
-def static_qconfig_mapping(observer: str, engine: str) -> QConfigMapping:
-    """The engine's default mapping (fixed-range ops, per-tensor ConvTranspose) with per-channel weights and
-    the chosen activation observer everywhere else."""
-    activation = OBSERVERS[observer].with_args(dtype=torch.quint8, quant_min=0, quant_max=_activation_max(engine))
-    weight = PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
-    return get_default_qconfig_mapping(engine).set_global(QConfig(activation=activation, weight=weight))
-
-
-def qat_qconfig_mapping(engine: str) -> QConfigMapping:
-    """Fake-quant with moving-average min/max ranges, per-channel weights, for any engine."""
-    activation = FusedMovingAvgObsFakeQuantize.with_args(
-        observer=MovingAverageMinMaxObserver, dtype=torch.quint8, quant_min=0, quant_max=_activation_max(engine)
-    )
-    weight = FusedMovingAvgObsFakeQuantize.with_args(
-        observer=MovingAveragePerChannelMinMaxObserver, dtype=torch.qint8, quant_min=-128, quant_max=127,
-        qscheme=torch.per_channel_symmetric,
-    )  # fmt: skip
-    return get_default_qat_qconfig_mapping(engine).set_global(QConfig(activation=activation, weight=weight))
-
-
-def _prepare(prepare: Callable, model: nn.Module, mapping: QConfigMapping, ctx: Context) -> nn.Module:
-    """FX-trace and insert observers; a model FX cannot trace gets a one-line UserError."""
-    try:
-        return prepare(model, mapping, example_inputs=(ctx.example,))
-    except Exception as exc:  # FX raises TraceError, TypeError, NotImplementedError, ... depending on the cause
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(
-            f"{type(model).__name__} cannot be FX-traced for int8 quantization ({first}); "
-            "make its forward traceable or use technique=quant_dynamic"
-        ) from exc
+def route(ctx: Context) -> ModuleType:
+    """The int8 route module of the context's export format; a format without one gets a one-line UserError."""
+    if ctx.format.int8_route not in ROUTES:
+        raise UserError(f"int8 techniques cannot export to .{ctx.format.name} files (the format has no int8 route); "
+                        "use export=ptl or export=pte, or a float technique")  # fmt: skip
+    return importlib.import_module(ROUTES[ctx.format.int8_route])
 
 
 @torch.no_grad()
@@ -97,27 +44,23 @@ def _check_batches(batches: int) -> int:
 
 
 class DynamicQuant(Step):
-    """int8 weights for Linear (per channel), LSTM and GRU; activations quantized on the fly at run time.
+    """int8 weights (Linear; with torch.ao also LSTM and GRU); activations quantized on the fly at run time.
 
     Runs in `finalize`, so the pipeline's fine-tune stage trains the float model first.
     """
 
     uses_ratio = False
     uses_qengine = True
-    LAYERS = {nn.Linear: per_channel_dynamic_qconfig, nn.LSTM: default_dynamic_qconfig, nn.GRU: default_dynamic_qconfig}
 
     def __init__(self) -> None:
         super().__init__()
 
     def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
-        if not any(isinstance(m, tuple(self.LAYERS)) for m in model.modules()):
-            ctx.note("quant_dynamic: no Linear/LSTM/GRU layer, nothing quantized")
-        with quantized_engine(ctx.qengine):
-            return quantize_dynamic(model.eval(), self.LAYERS, dtype=torch.qint8)
+        return route(ctx).dynamic(model, ctx)
 
 
 class StaticQuant(Step):
-    """Post-training static int8 in FX graph mode: prepare_fx → calibrate on training batches → convert_fx.
+    """Post-training static int8: prepare (observers) → calibrate on training batches → convert.
 
     Everything happens in `finalize`, after the pipeline's fine-tune stage (and after any earlier step,
     e.g. channel pruning or a low-rank decomposition).
@@ -133,17 +76,16 @@ class StaticQuant(Step):
         self.observer, self.calibration_batches = observer, _check_batches(calibration_batches)
 
     def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
-        mapping = static_qconfig_mapping(self.observer, ctx.qengine)
-        prepared = _prepare(prepare_fx, model.eval(), mapping, ctx)
+        int8 = route(ctx)
+        prepared = int8.prepare_static(model, ctx, self.observer)
         _calibrate(prepared, ctx, self.calibration_batches)
-        with quantized_engine(ctx.qengine):
-            return convert_fx(prepared)
+        return int8.convert(prepared, ctx)
 
 
 class QAT(Step):
-    """Quantization-aware training: prepare_qat_fx in `apply` (observers seeded on `calibration_batches`
+    """Quantization-aware training: fake-quant inserted in `apply` (ranges seeded on `calibration_batches`
     training batches, so `finetune.epochs=0` still converts sensibly), the pipeline's fine-tune stage trains
-    with fake-quant, convert_fx in `finalize`."""
+    with it, converted to int8 in `finalize`."""
 
     uses_ratio = False
     uses_qengine = True
@@ -153,10 +95,9 @@ class QAT(Step):
         self.calibration_batches = _check_batches(calibration_batches)
 
     def apply(self, model: nn.Module, ratio: float | None, ctx: Context) -> nn.Module:
-        prepared = _prepare(prepare_qat_fx, model.train(), qat_qconfig_mapping(ctx.qengine), ctx)
+        prepared = route(ctx).prepare_qat(model, ctx)
         _calibrate(prepared, ctx, self.calibration_batches)
         return prepared
 
     def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
-        with quantized_engine(ctx.qengine):
-            return convert_fx(model.eval())
+        return route(ctx).convert(model, ctx)

@@ -33,10 +33,10 @@ class SlimPrune(ChannelPrune):
         lr: float = 0.01,
         scope: str = "global",
         iterations: int = 1,
-        finetune_between: bool = True,
+        retrain_increments: bool = True,
         max_layer_ratio: float = 0.9,
     ):
-        super().__init__(ratio, "bn_scale", scope, iterations, finetune_between, max_layer_ratio=max_layer_ratio)
+        super().__init__(ratio, "bn_scale", scope, iterations, retrain_increments, max_layer_ratio=max_layer_ratio)
         self.penalty = penalty
         self.sparsity_epochs = sparsity_epochs
         self.lr = lr

@@ -1,9 +1,10 @@
-"""Export to the TorchScript lite interpreter (.ptl) and load it back to measure the artifact itself."""
+"""The TorchScript lite-interpreter format (.ptl): traced, saved for the lite interpreter, loaded back with it."""
 
 from __future__ import annotations
 
 import logging
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -11,6 +12,7 @@ from torch import nn
 
 from compress.cache import atomic_write
 from compress.errors import UserError
+from compress.formats.base import Format
 
 log = logging.getLogger(__name__)
 MIN_BYTECODE_VERSION = 4  # the oldest version torch.jit.mobile._backport_for_mobile can write
@@ -47,6 +49,19 @@ def _backported(path: Path, version: int | None) -> int:
     return _get_model_bytecode_version(str(path))
 
 
+def _traced(model: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
+    """`torch.jit.trace` on a thread of its own: the tracer writes the Python call stack into the file's debug
+    records, and a fresh thread's stack is the same whichever launcher (basic, joblib, submitit, Ray) runs the job,
+    so the same variant gives a byte-identical file everywhere."""
+
+    def trace() -> torch.jit.ScriptModule:
+        with torch.no_grad():  # grad mode is per thread
+            return torch.jit.trace(model, example)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(trace).result()
+
+
 def export_ptl(
     model: nn.Module, example: torch.Tensor, path: Path, optimize: bool = True, bytecode_version: int | None = None
 ) -> dict:
@@ -55,7 +70,7 @@ def export_ptl(
     model.eval()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TorchScript is deprecated upstream and tracing warns
-        script = torch.jit.trace(model, example)
+        script = _traced(model, example)
         note = "optimize disabled in export config"
         if optimize:
             script, note = _mobile_optimized(script)
@@ -69,3 +84,20 @@ def load_ptl(path: Path):
     from torch.jit.mobile import _load_for_lite_interpreter
 
     return _load_for_lite_interpreter(str(path))
+
+
+class Ptl(Format):
+    """`.ptl` files, what speed_benchmark_torch and the PyTorch Android runtime load; int8 through torch.ao."""
+
+    name = "ptl"
+    uses_qengine = True
+    int8_route = "torch.ao"
+
+    def __init__(self, optimize: bool = True, bytecode_version: int | None = None):
+        self.optimize, self.bytecode_version = optimize, bytecode_version
+
+    def export(self, model: nn.Module, example: torch.Tensor, path: Path) -> dict:
+        return export_ptl(model, example, path, self.optimize, self.bytecode_version)
+
+    def load(self, path: Path):
+        return load_ptl(path)

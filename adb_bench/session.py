@@ -1,0 +1,214 @@
+"""One benchmark session on one phone: install the files' binaries (and device.push_libs) once, push each file
+once, run the files round-robin, each with its own binary, optionally sample the battery's current and voltage while
+they run, clean up. A binary that logs its timings (executor_runner) gets logcat cleared before each run and its
+process's log lines read after it.
+
+Round r runs every file once with `warmup` untimed and its share of `iters` timed iterations; the order
+is reversed every other round (A B, B A, A B, ...) so a phone that warms up over the session does not
+favour one file. Each run is a new process of the binary, so each does its own warm-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from adb_bench.energy import EnergySettings
+from adb_bench.errors import CommandTimeout, DeviceError
+from adb_bench.parse import Timings
+from adb_bench.transport import Adb, ShellResult, sha256_of
+
+log = logging.getLogger(__name__)
+
+# $1 pid file, $2 library dir ('' = none), $3 power file ('' = no sampling), $4 sampling interval,
+# $5 current_now, $6 voltage_now, then the command. The command's pid goes to the pid file (a timed-out
+# run is killed by it); while it runs, a loop appends `current voltage` lines to the power file (and stops
+# rather than spin where `sleep` takes no fractions).
+RUN = """pidfile=$1 libdir=$2 power=$3 every=$4 current=$5 voltage=$6; shift 6
+if [ -n "$libdir" ]; then export LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; fi
+if [ -n "$power" ]; then
+  while read c < "$current" && read v < "$voltage"; do
+    echo "$c $v"; sleep "$every" || break
+  done >"$power" 2>/dev/null &
+  sampler=$!
+fi
+"$@" &
+echo $! > "$pidfile"
+wait $!
+code=$?
+if [ -n "$power" ]; then kill "$sampler"; fi
+exit $code"""
+KILL = 'kill -9 "$(cat "$1")"'
+# $1 pid file, $2 logcat filter: what the run's process logged (logcat of Android 7+ filters by pid)
+LOGCAT = 'logcat -d --pid="$(cat "$1")" -s "$2"'
+
+
+@dataclass(frozen=True)
+class Run:
+    """One finished run of a benchmark binary: what the shell returned, the logcat lines its process left (empty
+    when its runner reads none), the binary's path on the phone, the session's folder there, its warm-up."""
+
+    result: ShellResult
+    log: str
+    binary: str
+    remote_dir: str
+    warmup: int
+
+
+class Runner(Protocol):
+    """What a session needs from a benchmark binary (SpeedBenchmarkTorch in adb_bench/speed_benchmark.py,
+    ExecutorRunner in adb_bench/executor_runner.py): its command line, and its timings or failure from a run."""
+
+    name: str
+    logcat: str | None  # the logcat filter its timings are read with (e.g. ExecuTorch:I); None: it prints them
+
+    def flags(self, model: str, input_shape: Sequence[int], warmup: int, iters: int) -> list[str]: ...
+
+    def timings(self, run: Run) -> Timings: ...
+
+
+@dataclass(frozen=True)
+class Binary:
+    """A benchmark binary on this machine and the Runner that drives it."""
+
+    local: Path
+    runner: Runner
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a session runs: warm-up per run, timed iterations per file, rounds, CPU pinning, time limit per run."""
+
+    warmup: int = 10
+    iters: int = 50
+    rounds: int = 5
+    taskset: str | None = None
+    timeout_s: float = 300.0
+
+
+@dataclass
+class FileRuns:
+    """What one file got in a session: latencies (µs) of every run, their source, the power sample lines."""
+
+    samples_us: list[float] = field(default_factory=list)
+    sources: set[str] = field(default_factory=set)
+    power_files: list[str] = field(default_factory=list)
+    power_text: str = ""
+    threads: int | None = None  # what the binary said it ran on, None when it says nothing
+
+    @property
+    def source(self) -> str:
+        """The timings' source (`observer`, `log`: one sample per iteration), `summary` when some run printed only
+        its mean."""
+        return "summary" if "summary" in self.sources else ",".join(sorted(self.sources))
+
+
+def iteration_shares(iters: int, rounds: int) -> list[int]:
+    """`iters` split over `rounds` as evenly as possible: 10 over 3 → [4, 3, 3]."""
+    return [iters // rounds + (1 if r < iters % rounds else 0) for r in range(rounds)]
+
+
+def run_order(files: int, rounds: int) -> list[tuple[int, int]]:
+    """(round, file index) in the order they run: forward in even rounds, backward in odd ones."""
+    return [(r, i if r % 2 == 0 else files - 1 - i) for r in range(rounds) for i in range(files)]
+
+
+class Session:
+    """`install(binaries)` then `measure(files, shape, energy)` on one phone (the caller holds its lock)."""
+
+    def __init__(self, adb: Adb, libs: Sequence[Path], remote_dir: str, plan: Plan, cleanup: bool = True):
+        self.adb, self.libs, self.plan = adb, list(libs), plan
+        self.remote_dir, self.cleanup = remote_dir.rstrip("/"), cleanup
+
+    def remote(self, local: Path) -> str:
+        """Where a binary or library lives on the phone."""
+        return f"{self.remote_dir}/{local.name}"
+
+    def install(self, binaries: Sequence[Binary]) -> None:
+        """Push the binaries and the libraries unless the same files are already there; binaries executable."""
+        executables = list(dict.fromkeys(b.local for b in binaries))
+        for local in [*executables, *self.libs]:
+            remote = self.remote(local)
+            if self.adb.remote_sha256(remote) == sha256_of(local):
+                continue
+            log.info("pushing %s to %s", local, remote)
+            self.adb.check(["mkdir", "-p", self.remote_dir])
+            self.adb.push(local, remote)
+            if local in executables:
+                self.adb.check(["chmod", "755", remote])
+
+    def measure(self, files: Sequence[tuple[str, Binary]], input_shape: Sequence[int], energy: EnergySettings | None
+                ) -> tuple[list[FileRuns], str]:  # fmt: skip
+        """Each file's runs with its binary, and the idle power sample lines (empty without energy); the run dir is
+        removed after."""
+        run_dir = f"{self.remote_dir}/run-{uuid.uuid4().hex[:12]}"
+        self.adb.check(["mkdir", "-p", run_dir])
+        try:
+            remotes = [f"{run_dir}/{i}-{Path(p).name}" for i, (p, _) in enumerate(files)]
+            for (local, _), remote in zip(files, remotes, strict=True):
+                self.adb.push(Path(local), remote)
+            idle = self._idle_power(run_dir, energy) if energy else ""
+            runs = [FileRuns() for _ in files]
+            shares = iteration_shares(self.plan.iters, self.plan.rounds)
+            for r, i in run_order(len(files), self.plan.rounds):
+                power = f"{run_dir}/{i}-{r}.power" if energy else ""
+                self._time(runs[i], (remotes[i], files[i][1]), input_shape, shares[r], run_dir, power, energy)
+            for file_runs in runs if energy else []:
+                file_runs.power_text = self.adb.check(["cat", *file_runs.power_files])
+            return runs, idle
+        finally:
+            if self.cleanup:
+                self._remove(run_dir)
+
+    def _time(self, runs: FileRuns, file: tuple[str, Binary], input_shape: Sequence[int], iters: int, run_dir: str,
+              power: str, energy: EnergySettings | None) -> None:  # fmt: skip
+        """One run of the file's binary on it (its remote path): its latencies (and power file) added to `runs`."""
+        model, binary = file
+        runner, remote = binary.runner, self.remote(binary.local)
+        pinned = ["taskset", self.plan.taskset] if self.plan.taskset else []
+        if runner.logcat:
+            self.adb.check(["logcat", "-c"])
+        result = self._run(run_dir, [*pinned, remote, *runner.flags(model, input_shape, self.plan.warmup, iters)],
+                           power, energy)  # fmt: skip
+        logged = self.adb.check(["sh", "-c", LOGCAT, "sh", f"{run_dir}/pid", runner.logcat]) if runner.logcat else ""
+        timings = runner.timings(Run(result, logged, remote, self.remote_dir, self.plan.warmup))
+        runs.samples_us += timings.samples_us
+        runs.sources.add(timings.source)
+        runs.threads = timings.threads
+        runs.power_files += [power] if power else []
+
+    def _idle_power(self, run_dir: str, energy: EnergySettings) -> str:
+        """Power sample lines of `energy.idle_s` seconds of the phone doing nothing (the baseline)."""
+        power = f"{run_dir}/idle.power"
+        self._run(run_dir, ["sleep", f"{energy.idle_s:g}"], power, energy)
+        return self.adb.check(["cat", power])
+
+    def _run(self, run_dir: str, command: list[str], power: str, energy: EnergySettings | None) -> ShellResult:
+        """One command under the RUN wrapper; a run over device.timeout_s is killed and raises DeviceError."""
+        pidfile = f"{run_dir}/pid"
+        libdir = self.remote_dir if self.libs else ""
+        probe = [f"{energy.interval_s:g}", *energy.paths] if energy and power else ["", "", ""]
+        try:
+            return self.adb.shell(["sh", "-c", RUN, "sh", pidfile, libdir, power, *probe, *command],
+                                  timeout=self.plan.timeout_s)  # fmt: skip
+        except CommandTimeout as exc:
+            self._kill(pidfile)
+            raise DeviceError(
+                f"benchmark timed out after {self.plan.timeout_s:g}s (device.timeout_s); raise it or lower device.iters"
+            ) from exc
+
+    def _kill(self, pidfile: str) -> None:
+        try:
+            self.adb.shell(["sh", "-c", KILL, "sh", pidfile], timeout=15)
+        except DeviceError as exc:
+            log.warning("could not stop the timed-out benchmark: %s", exc)
+
+    def _remove(self, run_dir: str) -> None:
+        try:
+            self.adb.shell(["rm", "-rf", run_dir], timeout=30)
+        except DeviceError as exc:
+            log.warning("could not remove %s from the device: %s", run_dir, exc)

@@ -1,0 +1,62 @@
+"""The `flags` column: which speedups, size reductions and accuracies of a row mean less than they seem."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+MACS_REDUCTION = 1.5  # "MACs ≥ 1.5× fewer"
+NONZERO_REDUCTION = 2.0  # "nonzeros ≥ 2× fewer"
+SHRINK = 1.05  # a file less than 5% smaller "did not shrink"
+COLLAPSE = 0.10  # accuracy more than 10 points below the base
+
+# Every flag with the line the report prints for it, in the order rows list them.
+EXPLANATIONS = {
+    "within_noise": "the 95% interval of the speedup contains 1.0: not measurably faster or slower than the base",
+    "slower": "measurably slower than the base (the whole 95% interval of the speedup is below 1.0)",
+    "no_real_speedup": f"≥ {MACS_REDUCTION:g}× fewer MACs but not measurably faster: the runtime does not turn "
+    "the removed work into time (e.g. zeros still multiplied, extra layers, int8 kernels slower than fp32)",
+    "no_size_reduction": f"≥ {NONZERO_REDUCTION:g}× fewer nonzero parameters but the file shrank by less than "
+    f"{SHRINK - 1:.0%}: the zeros are stored densely (size_gzip_bytes shows what compression recovers)",
+    "accuracy_collapse": f"top-1 accuracy more than {COLLAPSE * 100:g} points below the base model",
+}
+
+
+def _number(row: Mapping[str, Any], col: str) -> float:
+    """The row's value of `col` as a float; NaN when missing or empty (every comparison with it is false)."""
+    value = row.get(col)
+    try:
+        return math.nan if value is None else float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _speedup_interval(row: Mapping[str, Any]) -> tuple[float, float]:
+    """The speedup's 95% interval; the point estimate on both sides when the row has no interval."""
+    point = _number(row, "speedup_x")
+    lo, hi = _number(row, "speedup_x_lo"), _number(row, "speedup_x_hi")
+    return (point, point) if math.isnan(lo) or math.isnan(hi) else (lo, hi)
+
+
+def row_flags(row: Mapping[str, Any]) -> list[str]:
+    """The flags that hold for one row (by name, in EXPLANATIONS order); none for failed rows and the base."""
+    if row.get("status") != "ok" or row.get("technique") == "none":
+        return []
+    lo, hi = _speedup_interval(row)
+    holds = {
+        "within_noise": lo <= 1.0 <= hi,
+        "slower": hi < 1.0,
+        "no_real_speedup": _number(row, "macs_reduction_x") >= MACS_REDUCTION and lo <= 1.0,
+        "no_size_reduction": _number(row, "nonzero_reduction_x") >= NONZERO_REDUCTION
+        and _number(row, "compression_x") < SHRINK,
+        "accuracy_collapse": _number(row, "acc_delta") < -COLLAPSE,
+    }
+    return [flag for flag in EXPLANATIONS if holds[flag]]
+
+
+def flags_column(table: pd.DataFrame) -> pd.Series:
+    """`row_flags` of every row, `;`-joined ("" when none)."""
+    return pd.Series([";".join(row_flags(row)) for row in table.to_dict("records")], index=table.index, dtype=str)

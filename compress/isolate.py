@@ -1,0 +1,135 @@
+"""Running one stage in a forked child process, under a memory and a time limit, so that a variant that exhausts
+memory, hangs or crashes in native code becomes a failed row instead of the end of the sweep.
+
+The child is a `fork` of the job process: it inherits the imported libraries and the loaded data set, so starting
+it costs milliseconds. The job process itself stays on one torch thread (`torch.set_num_threads(1)` before any
+work): a child forked from a process whose OpenMP pool was started would hang in its first parallel region.
+The child reports which part of the stage it is in (`report_part`), so a failure names it.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import resource
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+from compress.errors import UserError, trace_log
+
+OUT_OF_MEMORY = ("can't allocate memory", "cannot allocate memory", "std::bad_alloc", "out of memory")
+_channel: Connection | None = None  # set in the child: where report_part() sends
+
+
+class StageError(Exception):
+    """A stage failed in its child; the message is the row's whole `error` (it names the cause and the part)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one stage may use: memory (data segment, bytes; None = no limit) and seconds (None = no limit)."""
+
+    memory_bytes: int | None
+    time_s: float | None
+
+    def memory_text(self) -> str:
+        return f"{self.memory_bytes / 2**30:.3g} GB" if self.memory_bytes else "none"
+
+
+def memory_limit_bytes(memory_gb: float | None) -> int:
+    """`limits.memory_gb`, or 80% of this machine's physical memory when it is null."""
+    if memory_gb is not None:
+        return int(memory_gb * 2**30)
+    return int(0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def report_part(name: str) -> None:
+    """Say which part of the stage runs now (a failure names it); a no-op outside an isolated child."""
+    if _channel is not None:
+        _channel.send(("part", name))
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, MemoryError) or any(text in str(exc).lower() for text in OUT_OF_MEMORY)
+
+
+def _native_output_to_job_log() -> None:
+    """Native libraries write to file descriptor 2 themselves (ExecuTorch's cpuinfo and thread pool lines, torch's
+    C++ warnings): in a stage's child it is the job's log file, so the terminal keeps the one-line messages."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and handler.stream is not None:
+            sys.stderr.flush()
+            os.dup2(handler.stream.fileno(), 2)
+            return
+
+
+def _child(work: Callable[[], None], limits: Limits, channel: Connection) -> None:
+    global _channel
+    _channel = channel
+    _native_output_to_job_log()
+    if limits.memory_bytes:
+        resource.setrlimit(resource.RLIMIT_DATA, (limits.memory_bytes, limits.memory_bytes))
+    try:
+        work()
+        channel.send(("ok", None))
+    except BaseException as exc:  # noqa: BLE001 — everything goes back to the parent as one message
+        kind = "oom" if _is_out_of_memory(exc) else "user" if isinstance(exc, UserError) else "error"
+        trace_log.debug("stage failed in its child process:\n%s", traceback.format_exc())
+        channel.send((kind, (type(exc).__name__, str(exc))))
+
+
+def _signal_name(code: int) -> str:
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
+
+
+def run_isolated(stage: str, work: Callable[[], None], limits: Limits, time_knob: str) -> None:
+    """Run `work()` in a forked child under `limits`; its exception, or the limit it hit, is raised here as one
+    line naming the part of `stage` it happened in. `time_knob` is the config knob that sets the time limit."""
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_child, args=(work, limits, sender), name=f"pocketbench-{stage}")
+    child.start()
+    sender.close()
+    part, outcome = stage, None
+    deadline = None if limits.time_s is None else time.monotonic() + limits.time_s
+    try:
+        while outcome is None:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0)
+            if not receiver.poll(left):
+                child.kill()
+                raise StageError(f"took longer than the {limits.time_s:g} s limit ({time_knob}) in {part}")
+            try:
+                kind, value = receiver.recv()
+            except EOFError:  # the child died without a word: killed by a signal or os._exit
+                break
+            part, outcome = (value, None) if kind == "part" else (part, (kind, value))
+    finally:
+        child.join()
+        receiver.close()
+    _raise_failure(outcome, child.exitcode, part, limits)
+
+
+def _raise_failure(outcome: tuple | None, exitcode: int | None, part: str, limits: Limits) -> None:
+    """Turn what the child said (or how it died) into the exception of the stage; nothing when it succeeded."""
+    if outcome is not None and outcome[0] == "ok":
+        return
+    if outcome is None:
+        how = _signal_name(exitcode) if exitcode and exitcode < 0 else f"exit code {exitcode}"
+        hint = "; out of memory? (the kernel kills with SIGKILL)" if exitcode == -signal.SIGKILL else ""
+        raise StageError(f"crashed ({how}) in {part}{hint}")
+    kind, (name, message) = outcome
+    first = (message.strip().splitlines() or [""])[0]
+    if kind == "oom":
+        raise StageError(f"ran out of memory (limit {limits.memory_text()}, limits.memory_gb) in {part}: {first}")
+    if kind == "user":
+        raise UserError(message)
+    raise StageError(f"{name}: {first}" if first else name)

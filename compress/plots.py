@@ -1,0 +1,114 @@
+"""Pareto plots (PNG): accuracy against p50 latency and against gzip size, one figure per group of rows
+that may be compared (same model, data set, device, phone and format)."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure  # no pyplot: figures are drawn by the Agg canvas, no GUI, no global state
+from matplotlib.ticker import FuncFormatter
+
+from compress.cache import atomic_write
+from compress.flags import COLLAPSE
+from compress.pareto import pareto_front
+
+# Rows that may share a figure, a Pareto set or a budget pick: never two phones, devices or formats.
+GROUP = ("model", "dataset", "device", "device_serial", "format")
+MARKERS = "osD^vP<X>ph"
+BASE = "none"
+
+
+def comparable_groups(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The ok rows of `table` split by GROUP (the columns it has), each with a label like
+    `lenet5 / mnist5k / host:x86_64 / ptl`, in order of first appearance."""
+    ok = table[table["status"] == "ok"]
+    keys = [col for col in GROUP if col in ok.columns]
+    found = ok.groupby(keys, sort=False, dropna=False) if len(ok) else []
+    return [(" / ".join(str(v) for v in key if not pd.isna(v)), rows) for key, rows in found]
+
+
+def technique_styles(techniques: Iterable[str]) -> dict[str, dict]:
+    """A colour and marker per technique (sorted, so a technique looks the same in every figure); the
+    base model is a black star."""
+    styles = {BASE: {"color": "black", "marker": "*", "s": 180, "zorder": 3}}
+    others = sorted(t for t in set(techniques) if t != BASE)
+    for i, name in enumerate(others):
+        styles[name] = {"color": f"C{i % 10}", "marker": MARKERS[i % len(MARKERS)], "s": 50, "zorder": 2}
+    return styles
+
+
+def accuracy_range(rows: pd.DataFrame) -> tuple[float, float]:
+    """The accuracy axis (%): around the rows that did not collapse (more than COLLAPSE below the base), so
+    those fill the plot; a collapsed row is drawn on the floor with its accuracy written next to it."""
+    acc = rows["acc_top1"] * 100
+    kept = acc[~(rows["acc_delta"] < -COLLAPSE)]
+    low, high = (kept if len(kept) else acc).min(), acc.max()
+    pad = max(0.25, 0.08 * (high - low))
+    return low - pad, high + pad
+
+
+def _panel(ax: Axes, rows: pd.DataFrame, x: str, styles: dict[str, dict], floor: float, scale: float = 1.0) -> None:
+    """Accuracy (%, drawn no lower than `floor`) against column `x` (× `scale`): a marker per technique,
+    ratios written next to their points, the base accuracy dotted and the Pareto front as a staircase."""
+    for name, part in rows.groupby("technique", sort=True):
+        xs, acc = part[x] * scale, part["acc_top1"] * 100
+        ys = acc.clip(lower=floor)
+        if x == "latency_ms_p50" and {"latency_ms_p50_lo", "latency_ms_p50_hi"} <= set(part.columns):
+            spread = [(xs - part["latency_ms_p50_lo"]).clip(lower=0), (part["latency_ms_p50_hi"] - xs).clip(lower=0)]
+            ax.errorbar(xs, ys, xerr=spread, fmt="none", ecolor=styles[name]["color"], alpha=0.5, capsize=2)
+        ax.scatter(xs, ys, label="base model" if name == BASE else name, clip_on=False, **styles[name])
+        for xv, yv, a, ratio in zip(xs, ys, acc, part["ratio"], strict=True):
+            text = ("" if pd.isna(ratio) else f"{ratio:g}") + (f" ({a:.1f}% ↓)" if a < floor else "")
+            if text:
+                ax.annotate(text.strip(), (xv, yv), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    base_acc = ((rows["acc_top1"] - rows["acc_delta"]) * 100).median()
+    if not math.isnan(base_acc):
+        ax.axhline(base_acc, color="grey", linestyle=":", linewidth=1, label="base accuracy")
+    front = pareto_front(rows, {x: "min", "acc_top1": "max"}).sort_values(x)
+    ax.step(front[x] * scale, (front["acc_top1"] * 100).clip(lower=floor), where="post", color="grey",
+            linewidth=1.2, label="Pareto front")  # fmt: skip
+    ax.grid(True, alpha=0.3)
+
+
+def _leading_digit(v: float) -> int:
+    return round(v / 10 ** math.floor(math.log10(v))) if v > 0 else 0
+
+
+def pareto_figure(rows: pd.DataFrame, title: str, styles: dict[str, dict]) -> Figure:
+    """One figure of comparable rows: accuracy vs p50 latency (left) and vs gzip size on a log axis (right)."""
+    fig = Figure(figsize=(13, 5.2), layout="constrained")
+    by_latency, by_size = fig.subplots(1, 2, sharey=True)
+    floor, top = accuracy_range(rows)
+    _panel(by_latency, rows, "latency_ms_p50", styles, floor)
+    by_latency.set(xlabel="p50 latency (ms; bars: 95% interval)", ylabel="top-1 accuracy (%)", ylim=(floor, top))
+    _panel(by_size, rows, "size_gzip_bytes", styles, floor, scale=1 / 1024)
+    by_size.set(xlabel="gzip size (KB, log scale)", xscale="log")
+    by_size.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 10, 100 rather than 10¹, 10²
+    by_size.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if _leading_digit(v) in (2, 5) else ""))
+    handles, labels = by_latency.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize=8)
+    fig.suptitle(f"{title} — numbers next to points: ratio")
+    return fig
+
+
+def slug(label: str) -> str:
+    """A file-name-safe version of a group label."""
+    return re.sub(r"[^\w.-]+", "_", label).strip("_") or "all"
+
+
+def write_plots(table: pd.DataFrame, folder: Path) -> dict[str, Path]:
+    """One PNG per comparable group of ok rows in `folder`: {group label: path}."""
+    groups = comparable_groups(table)
+    styles = technique_styles([t for _, rows in groups for t in rows["technique"]])
+    written = {}
+    for label, rows in groups:
+        fig = pareto_figure(rows, label, styles)
+        path = Path(folder) / f"pareto_{slug(label)}.png"
+        atomic_write(path, lambda tmp, fig=fig: fig.savefig(tmp, format="png", dpi=110))
+        written[label] = path
+    return written

@@ -1,0 +1,192 @@
+"""The sweep report: `report.md` and a self-contained `report.html` (plots embedded) with, per group of
+comparable rows, the Pareto plots, the Pareto set and the best variant under accuracy budgets; then the
+flags explained, the phones, every row and the failed rows with their errors."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import numbers
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from compress.cache import atomic_write
+from compress.flags import EXPLANATIONS
+from compress.pareto import pareto_front
+from compress.plots import comparable_groups, write_plots
+
+BUDGETS_PT = (1, 3)  # "accuracy drop ≤ 1 pt / ≤ 3 pt"
+PARETO = {"acc_top1": "max", "latency_ms_p50": "min", "size_gzip_bytes": "min"}
+ROWS = [  # the table of every row
+    "model", "dataset", "device", "format", "technique", "ratio", "seed", "status", "acc_top1", "acc_delta",
+    "nonzero_reduction_x", "macs_reduction_x", "size_bytes", "size_gzip_bytes", "compression_x",
+    "latency_ms_p50", "speedup_x", "speedup_efficiency", "flags", "error",
+]  # fmt: skip
+VARIANT = ["technique", "ratio", "acc_top1", "acc_delta", "latency_ms_p50", "speedup_x", "size_gzip_bytes", "flags"]
+PHONE = ["device_serial", "device_model", "device_soc", "device_board", "device_abi", "android"]
+TEMPS = ["battery_temp_c_before", "battery_temp_c_after"]
+FAILED = ["model", "dataset", "device", "technique", "ratio", "seed", "error"]
+
+# A report is a list of blocks: ("h2"|"h3"|"p", text), ("list", [lines]), ("table", DataFrame, id), ("img", Path)
+Block = tuple
+
+
+def _number(v: object) -> str:
+    """4 significant digits; whole numbers ≥ 10,000 (params, MACs) in full; NaN as empty."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        return str(v)
+    return f"{v:.0f}" if abs(v) >= 1e4 and float(v).is_integer() else f"{v:.4g}"
+
+
+def _with_interval(table: pd.DataFrame, col: str, fmt: Callable[[object], str]) -> pd.Series:
+    """`value (lo–hi)` where the row has the 95% interval, else the value."""
+    lo, hi = table.get(f"{col}_lo"), table.get(f"{col}_hi")
+    if lo is None or hi is None:
+        return table[col].map(fmt)
+    pairs = zip(table[col], lo, hi, strict=True)
+    return pd.Series([fmt(v) if pd.isna(a) else f"{fmt(v)} ({fmt(a)}–{fmt(b)})" for v, a, b in pairs], table.index)
+
+
+FORMATS: dict[str, Callable[[float], str]] = {
+    "acc_top1": lambda v: f"{v * 100:.2f}%", "acc_top5": lambda v: f"{v * 100:.2f}%",
+    "acc_before_finetune": lambda v: f"{v * 100:.2f}%", "acc_delta": lambda v: f"{v * 100:+.2f} pt",
+    "size_bytes": lambda v: f"{v / 1024:.1f}K", "size_gzip_bytes": lambda v: f"{v / 1024:.1f}K",
+}  # fmt: skip
+
+
+def readable(table: pd.DataFrame) -> pd.DataFrame:
+    """The table as text for people: accuracies in %, deltas in points, sizes in KB, `n/a` ratios, p50
+    and speedup with their 95% intervals, other numbers to 4 significant digits."""
+    out = table.astype(object).map(_number)
+    for col, fmt in FORMATS.items():
+        if col in table:
+            out[col] = table[col].map(lambda v, fmt=fmt: "" if pd.isna(v) else fmt(v))
+    if "ratio" in table:
+        out["ratio"] = table["ratio"].map(lambda v: "n/a" if pd.isna(v) else f"{v:g}")
+    for col, fmt in (("latency_ms_p50", _number), ("speedup_x", lambda v: "" if pd.isna(v) else f"{v:.3f}")):
+        if col in table:
+            out[col] = _with_interval(table, col, fmt)
+    return out
+
+
+def _shown(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    return readable(table)[[c for c in columns if c in table.columns]]
+
+
+def _variant(row: pd.Series) -> str:
+    ratio = "" if pd.isna(row["ratio"]) else f" ratio {row['ratio']:g}"
+    return "the base model (none)" if row["technique"] == "none" else f"{row['technique']}{ratio}"
+
+
+def budget_lines(rows: pd.DataFrame) -> list[str]:
+    """For each accuracy budget: the smallest (gzip) and the fastest (p50) variant within it, with its flags."""
+    lines = []
+    for pt in BUDGETS_PT:
+        within = rows[rows["acc_delta"] >= -pt / 100 - 1e-9]
+        for what, col in (("smallest file", "size_gzip_bytes"), ("fastest", "latency_ms_p50")):
+            head = f"accuracy drop ≤ {pt} pt, {what}: "
+            if within[col].isna().all():
+                lines.append(head + "no variant within this budget")
+                continue
+            best = within.loc[within[col].idxmin()]
+            shown = readable(best.to_frame().T).iloc[0]
+            flags = f" — flags: {best['flags']}" if best.get("flags") else ""
+            lines.append(
+                head + f"{_variant(best)}: gzip {shown['size_gzip_bytes']} (file {shown['size_bytes']}), "
+                f"p50 {shown['latency_ms_p50']} ms, speedup {shown.get('speedup_x', '')}×, "
+                f"acc {shown['acc_top1']} ({shown['acc_delta']}){flags}"
+            )
+    return lines
+
+
+def group_blocks(label: str, rows: pd.DataFrame, plot: Path | None) -> list[Block]:
+    """One group of comparable rows: its plot, its Pareto set, its best-under-budget lines."""
+    blocks: list[Block] = [("h2", label)]
+    if plot is not None:
+        blocks.append(("img", plot))
+    front = pareto_front(rows, PARETO)
+    blocks += [("h3", "Pareto set (accuracy ↑, p50 latency ↓, gzip size ↓)"), ("table", _shown(front, VARIANT), "")]
+    blocks += [("h3", "Best variant under an accuracy budget"), ("list", budget_lines(rows))]
+    return blocks
+
+
+def phone_table(table: pd.DataFrame) -> pd.DataFrame:
+    """One line per phone: its fingerprint and the battery temperature range over its benchmarks."""
+    phones = table[table["device_serial"].notna()]
+    info = phones.drop_duplicates("device_serial")[[c for c in PHONE if c in phones]]
+    temps = [c for c in TEMPS if c in phones]
+    if temps:
+        span = phones.groupby("device_serial", sort=False).agg(low=(temps[0], "min"), high=(temps[-1], "max"))
+        text = span["low"].map(_number) + "–" + span["high"].map(_number)
+        info = info.assign(battery_temp_c=info["device_serial"].map(text))
+    return info.astype(object).map(_number)
+
+
+def report_blocks(table: pd.DataFrame, plots: dict[str, Path]) -> list[Block]:
+    """The whole report of a table with its `flags` column: a summary line, every group, the flags, the
+    phones, every row, the failures."""
+    failed, flags = table[table["status"] != "ok"], table["flags"].fillna("")
+    blocks: list[Block] = [("p", f"{len(table)} rows: {len(table) - len(failed)} ok, {len(failed)} failed, "
+                                 f"{(flags != '').sum()} flagged.")]  # fmt: skip
+    for label, rows in comparable_groups(table):
+        blocks += group_blocks(label, rows, plots.get(label))
+    counts = flags.str.split(";").explode().value_counts()
+    blocks += [("h2", "Flags"), ("list", [f"{flag} ({counts.get(flag, 0)} rows): {why}"
+                                          for flag, why in EXPLANATIONS.items()])]  # fmt: skip
+    if "device_serial" in table and table["device_serial"].notna().any():
+        blocks += [("h2", "Phones"), ("table", phone_table(table), "")]
+    blocks += [("h2", "Every row"), ("table", _shown(table, ROWS), "rows")]
+    if len(failed):
+        blocks += [("h2", "Failed rows"), ("table", _shown(failed, FAILED), "failed")]
+    return blocks
+
+
+def to_markdown(title: str, blocks: list[Block], folder: Path) -> str:
+    out = [f"# {title}"]
+    for kind, body, *_ in blocks:
+        if kind in ("h2", "h3"):
+            out.append(f"{'#' * int(kind[1])} {body}")
+        elif kind == "p":
+            out.append(body)
+        elif kind == "list":
+            out.append("\n".join(f"- {line}" for line in body))
+        elif kind == "table":
+            out.append(body.to_markdown(index=False) if len(body) else "(none)")
+        elif kind == "img":
+            out.append(f"![{body.stem}]({body.relative_to(folder).as_posix()})")
+    return "\n\n".join(out) + "\n"
+
+
+STYLE = ("body{font-family:sans-serif;margin:2em;max-width:110em}table{border-collapse:collapse;font-size:13px}"
+         "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}img{max-width:100%}")  # fmt: skip
+
+
+def to_html(title: str, blocks: list[Block]) -> str:
+    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+           f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]  # fmt: skip
+    for kind, body, *rest in blocks:
+        if kind in ("h2", "h3", "p"):
+            out.append(f"<{kind}>{html.escape(body)}</{kind}>")
+        elif kind == "list":
+            out.append("<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in body) + "</ul>")
+        elif kind == "table":
+            out.append(body.to_html(index=False, table_id=rest[0] or None) if len(body) else "<p>(none)</p>")
+        elif kind == "img":
+            data = base64.b64encode(body.read_bytes()).decode("ascii")
+            out.append(f"<img alt='{html.escape(body.stem)}' src='data:image/png;base64,{data}'>")
+    return "\n".join(out) + "\n</body></html>\n"
+
+
+def write_report(table: pd.DataFrame, folder: Path) -> Path:
+    """Plots in `folder/plots/`, `report.md` and `report.html` in `folder`; returns the html path."""
+    folder = Path(folder)
+    blocks = report_blocks(table, write_plots(table, folder / "plots"))
+    title = f"pocketbench report: {folder}"
+    atomic_write(folder / "report.md", lambda tmp: Path(tmp).write_text(to_markdown(title, blocks, folder)))
+    atomic_write(folder / "report.html", lambda tmp: Path(tmp).write_text(to_html(title, blocks)))
+    return folder / "report.html"

@@ -1,0 +1,66 @@
+"""Multi-objective search (`sweep=search`, hydra-optuna-sweeper): the directions of the objective columns, what one
+trial returns to Optuna, and the answer printed at the end of the study (the Pareto set, or the most accurate
+variant within the budget)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import pandas as pd
+from omegaconf import DictConfig
+
+from compress.errors import UserError
+from compress.pareto import pareto_front
+
+# Columns a search can optimise, with the direction that is better.
+SENSE = {
+    "acc_top1": "maximize", "acc_top5": "maximize", "speedup_x": "maximize", "compression_x": "maximize",
+    "latency_ms_p50": "minimize", "latency_ms_p90": "minimize", "size_bytes": "minimize",
+    "size_gzip_bytes": "minimize", "macs": "minimize", "params": "minimize", "nonzero_params": "minimize",
+}  # fmt: skip
+
+
+def directions(objectives: Sequence[str]) -> list[str]:
+    """Optuna's direction of each objective column (the `hydra.sweeper.direction` of `sweep=search`)."""
+    unknown = [o for o in objectives if o not in SENSE]
+    if unknown or not objectives:
+        raise UserError(f"search.objectives: {unknown or 'none given'}; choose from {', '.join(SENSE)}")
+    return [SENSE[o] for o in objectives]
+
+
+def overshoot(search: DictConfig, row: dict) -> float:
+    """How far a row is over the budget (latency and/or file size): 0 within it, else the worst excess ratio."""
+    limits = [("latency_ms_p50", search.max_latency_ms, 1.0), ("size_bytes", search.max_size_kb, 1024.0)]
+    ratios = [row[col] / (limit * unit) for col, limit, unit in limits if limit is not None]
+    return max([0.0, *(r - 1 for r in ratios)])
+
+
+def trial_values(search: DictConfig, row: dict) -> list[float] | None:
+    """What the trial returns: the objective columns of an ok row; None for a failed one (Optuna marks the trial
+    failed and the study goes on). A row over the budget is dominated by every row within it: its objectives
+    become the worst possible, its accuracy minus the excess."""
+    if row.get("status") != "ok":
+        return None
+    excess = overshoot(search, row)
+    if excess == 0:
+        return [float(row[o]) for o in search.objectives]
+    worst = {"maximize": -math.inf, "minimize": math.inf}
+    return [-excess if o.startswith("acc") else worst[SENSE[o]] for o in search.objectives]
+
+
+def answer(search: DictConfig, table: pd.DataFrame) -> str:
+    """The study's answer: the most accurate ok row within the budget, or the Pareto set of the objectives."""
+    ok = table[table["status"] == "ok"]
+    shown = ["technique", "ratio", *dict.fromkeys([*search.objectives, "acc_top1", "latency_ms_p50", "size_bytes"])]
+    if search.max_latency_ms is not None or search.max_size_kb is not None:
+        within = ok[[overshoot(search, r) == 0 for r in ok.to_dict("records")]]
+        if within.empty:
+            return "no variant within the budget (search.max_latency_ms / search.max_size_kb)"
+        best = within.sort_values("acc_top1", ascending=False).head(1)
+        return "best accuracy within the budget:\n" + best[shown].to_string(index=False)
+    sense = {o: "max" if SENSE[o] == "maximize" else "min" for o in search.objectives}
+    front = pareto_front(ok, sense) if len(ok) else ok
+    return f"Pareto set of {', '.join(search.objectives)} ({len(front)} of {len(ok)} ok rows):\n" + (
+        front[shown].to_string(index=False) if len(front) else "(empty)"
+    )

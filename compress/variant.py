@@ -1,0 +1,106 @@
+"""One variant's artifact, computed in its stage's child process: the technique's steps → fine-tune → finalize →
+export in the configured format → accuracy measured on the exported file → file sizes, into a cache folder."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+from torch import nn
+
+from compress import cache, metrics
+from compress.config import build, data_key
+from compress.data import Data
+from compress.formats.base import Format
+from compress.isolate import report_part
+from compress.techniques.base import Context, Step, quantized_engine
+from compress.train import Distill, Recipe, evaluate, fit
+
+
+@dataclass
+class Plan:
+    """What one variant is: its technique, built steps, the ratio they get (None: no step uses it), the export
+    format and the quantized engine its int8 weights are packed for (None: engine-free)."""
+
+    technique: DictConfig
+    steps: list[Step]
+    ratio: float | None
+    format: Format
+    engine: str | None
+
+    @classmethod
+    def of(cls, cfg: DictConfig, technique: DictConfig, fmt: Format) -> Plan:
+        steps: list[Step] = [build(s) for s in technique.steps]
+        ratio = float(cfg.ratio) if any(s.takes_sweep_ratio for s in steps) else None
+        quantizes = any(getattr(s, "uses_qengine", False) for s in steps)
+        return cls(technique, steps, ratio, fmt, cfg.device.qengine if quantizes and fmt.uses_qengine else None)
+
+
+def context(cfg: DictConfig, data: Data, base: nn.Module, fmt: Format) -> Context:
+    """The runtime objects the steps get: data, example input, the base model as teacher, the fine-tune recipe."""
+    recipe = dict(cfg.train) | {k: cfg.finetune[k] for k in ("lr", "schedule")}
+    distill = Distill(base, cfg.finetune.temperature, cfg.finetune.alpha) if cfg.finetune.distill else None
+
+    def finetune(model: nn.Module, epochs: int) -> nn.Module:
+        label = "distill" if distill else "fine-tune"
+        return fit(model, data.train, Recipe(**(recipe | {"epochs": epochs})), cfg.seed, distill, label=label)
+
+    example = data.test[0][0].unsqueeze(0)
+    return Context(
+        data, example, base, finetune, cfg.device.qengine, cfg.seed, cfg.train.batch_size,
+        cfg.finetune.between_epochs, format=fmt, cache_dir=cfg.cache_dir, data_key=data_key(cfg, data),
+    )  # fmt: skip
+
+
+def compressed(cfg: DictConfig, technique: DictConfig, steps: list[Step], ratio: float | None, ctx: Context):
+    """Apply every step, fine-tune, finalize: (model, measurements). Structure metrics are taken before finalize
+    (quantization keeps the float structure and hides its parameters in packed form)."""
+    start = time.perf_counter()
+    model = copy.deepcopy(ctx.teacher)
+    for i, step in enumerate(steps):
+        report_part(technique.name)
+        model = step.apply(model, ratio if step.takes_sweep_ratio else step.ratio, ctx)
+        if technique.finetune_between and i < len(steps) - 1:
+            report_part(f"{technique.name}: fine-tune between steps")
+            model = ctx.finetune(model, ctx.between_epochs)
+    compress_s = time.perf_counter() - start
+    # on a copy: evaluating a QAT-prepared model would move its range observers toward the test set
+    before = evaluate(copy.deepcopy(model), ctx.data.test)["acc_top1"] if steps else None
+    out: dict[str, Any] = {"acc_before_finetune": before}
+    start = time.perf_counter()
+    if steps:
+        report_part(f"{technique.name}: fine-tune")
+        model = ctx.finetune(model, cfg.finetune.epochs)
+    out["finetune_s"] = time.perf_counter() - start
+    out |= metrics.count_params(model) | {"macs": metrics.count_macs(model, ctx.example)}
+    start = time.perf_counter()
+    report_part(f"{technique.name}: finalize")
+    for step in steps:
+        model = step.finalize(model, ctx)
+    out["compress_s"] = compress_s + time.perf_counter() - start
+    return model.eval(), out
+
+
+def write_artifact(cfg: DictConfig, data: Data, base: nn.Module, plan: Plan, folder: Path) -> None:
+    """Compress, export and measure one variant into `folder` (the file, then `metrics.json`, written last)."""
+    technique, steps, ratio, fmt, engine = plan.technique, plan.steps, plan.ratio, plan.format, plan.engine
+    ctx = context(cfg, data, base, fmt)
+    path = folder / fmt.file_name
+    # int8 weights are packed for, and the exported file is measured under, the device's engine
+    with quantized_engine(engine) if engine else contextlib.nullcontext():
+        model, out = compressed(cfg, technique, steps, ratio, ctx)
+        report_part(f"{technique.name}: export .{fmt.name}")
+        out |= fmt.export(model, ctx.example, path)
+        report_part(f"{technique.name}: evaluate the .{fmt.name}")
+        out |= evaluate(fmt.load(path), data.test) | metrics.file_sizes(path)
+    out |= {"ratio": math.nan if ratio is None else ratio, "ratio_applies": ratio is not None}
+    out["notes"] = "; ".join(ctx.notes + ([out.pop("export_note")] if out.get("export_note") else []))
+    out.pop("export_note", None)
+    cache.write_json(folder / "metrics.json", out)
+

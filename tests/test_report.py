@@ -1,0 +1,173 @@
+"""The report: plots per comparable group, report.html (images embedded) and report.md, best under budget,
+the printed table; and one sweep end to end (slow)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import matplotlib.image
+import pandas as pd
+import pytest
+from matplotlib.collections import PathCollection
+from sweep_table import EXPECTED_FLAGS, quickstart_table
+
+from compress.flags import flags_column
+from compress.plots import comparable_groups, pareto_figure, technique_styles, write_plots
+from compress.report import budget_lines, readable, write_report
+from compress.results import summarize
+
+ROOT = Path(__file__).resolve().parents[1]
+HOST = "lenet5 / mnist5k / host:x86_64 / ptl"
+
+
+class Page(HTMLParser):
+    """The images (decoded PNG arrays) and the body rows of each table (by id) of an HTML page."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.images, self.rows, self.table, self.in_body = [], {}, None, False
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            head, data = attrs["src"].split(",", 1)
+            assert head == "data:image/png;base64"
+            self.images.append(matplotlib.image.imread(io.BytesIO(base64.b64decode(data)), format="png"))
+        elif tag == "table":
+            self.table = attrs.get("id") or f"table{len(self.rows)}"
+            self.rows[self.table] = 0
+        elif tag == "tbody":
+            self.in_body = True
+        elif tag == "tr" and self.in_body:
+            self.rows[self.table] += 1
+
+    def handle_endtag(self, tag):
+        if tag == "tbody":
+            self.in_body = False
+
+
+@pytest.fixture
+def table() -> pd.DataFrame:
+    fixture = quickstart_table()
+    return fixture.assign(flags=flags_column(fixture))
+
+
+def check_html(path: Path, rows: int, images: int) -> str:
+    """report.html decodes: `images` PNGs embedded, `rows` body rows in the table of every row."""
+    text = path.read_text()
+    page = Page(text)
+    assert len(page.images) == images
+    assert all(img.ndim == 3 and img.shape[0] > 300 and img.shape[1] > 600 for img in page.images)
+    assert page.rows["rows"] == rows
+    return text
+
+
+def test_one_figure_per_group_never_mixing_phones(table):
+    groups = dict(comparable_groups(table))
+    assert list(groups) == [HOST, "lenet5 / mnist5k / adb / R58M / ptl", "lenet5 / mnist5k / adb / ZY22 / ptl"]
+    assert [len(rows) for rows in groups.values()] == [8, 3, 1]  # the failed tucker row is in no figure
+    fig = pareto_figure(groups["lenet5 / mnist5k / adb / R58M / ptl"], "R58M", technique_styles(table["technique"]))
+    for ax in fig.axes:
+        assert sum(len(c.get_offsets()) for c in ax.collections if isinstance(c, PathCollection)) == 3  # scatter
+
+
+def test_pareto_staircase_goes_through_the_hand_checked_front(table):
+    fig = pareto_figure(dict(comparable_groups(table))[HOST], HOST, technique_styles(table["technique"]))
+    by_latency, by_size = fig.axes[:2]
+    (front,) = [line for line in by_latency.get_lines() if line.get_label() == "Pareto front"]
+    # accuracy vs p50: prune_channel 0.9, 0.7, 0.5, prune_magnitude 0.9, none, prune_magnitude 0.5
+    assert list(front.get_xdata()) == pytest.approx([0.030, 0.045, 0.070, 0.1207, 0.140, 0.141])
+    floor, top = by_latency.get_ylim()
+    assert list(front.get_ydata()) == pytest.approx([floor, 94.5, 96.2, 96.8, 97.0, 97.2])
+    # the collapsed prune_channel 0.9 (80%) sits on the floor, just below the rest (94.5-97.2%), its accuracy written
+    assert 93.5 < floor < 94.5 and 97.2 < top < 98
+    assert "0.9 (80.0% ↓)" in [t.get_text() for t in by_latency.texts]
+    assert by_size.get_xscale() == "log"
+
+
+def test_write_plots_writes_one_decodable_png_per_group(table, tmp_path):
+    written = write_plots(table, tmp_path)
+    assert len(written) == 3 and all(p.parent == tmp_path for p in written.values())
+    assert all(matplotlib.image.imread(p).shape[1] > 600 for p in written.values())
+
+
+def test_best_under_budget_lines_on_the_fixture(table):
+    lines = budget_lines(dict(comparable_groups(table))[HOST])
+    assert [line.split(":")[0] + ": " + line.split(": ")[1] for line in lines] == [
+        "accuracy drop ≤ 1 pt, smallest file: prune_magnitude ratio 0.9",
+        "accuracy drop ≤ 1 pt, fastest: prune_channel ratio 0.5",
+        "accuracy drop ≤ 3 pt, smallest file: prune_channel ratio 0.7",
+        "accuracy drop ≤ 3 pt, fastest: prune_channel ratio 0.7",
+    ]
+    assert lines[0].endswith("flags: within_noise;no_size_reduction")  # the smallest gzip is not a smaller file
+    assert "speedup 2.000 (1.900–2.100)×" in lines[1] and "acc 96.20% (-0.80 pt)" in lines[1]
+
+
+def test_readable_formats_numbers_for_people(table):
+    text = readable(table).iloc[[0, 2, 8]]
+    assert list(text["ratio"]) == ["n/a", "0.9", "0.9"]
+    assert list(text["acc_top1"]) == ["97.00%", "96.80%", ""]
+    assert list(text["size_gzip_bytes"]) == ["230.0K", "60.0K", ""]
+    assert list(text["speedup_x"]) == ["1.000 (0.970–1.030)", "1.160 (0.900–1.400)", ""]
+    assert text["latency_ms_p50"].iloc[1] == "0.1207 (0.1183–0.1231)"
+
+
+def test_report_html_is_self_contained_and_md_links_its_plots(table, tmp_path):
+    html = check_html(write_report(table, tmp_path), rows=len(table), images=3)
+    assert "src='plots/" not in html and "StageError: tucker: the decomposition produced NaN" in html
+    assert "within_noise (3 rows): the 95% interval of the speedup contains 1.0" in html
+    assert "30.5–34" in html  # R58M's battery temperature range over its benchmarks
+    md = (tmp_path / "report.md").read_text()
+    links = [line[line.index("](") + 2 : -1] for line in md.splitlines() if line.startswith("![")]
+    assert len(links) == 3 and all((tmp_path / link).is_file() for link in links)
+    assert "accuracy drop ≤ 3 pt, fastest: prune_channel ratio 0.7" in md
+    assert md.count("| prune_channel ") >= 4  # Pareto sets and the table of every row are markdown tables
+
+
+def test_report_of_a_sweep_where_every_variant_failed(tmp_path):
+    failed = quickstart_table().query("status == 'failed'")[["model", "dataset", "device", "technique", "ratio",
+                                                             "seed", "status", "error"]]  # fmt: skip
+    html = check_html(write_report(failed.assign(flags=flags_column(failed)), tmp_path), rows=1, images=0)
+    assert "1 rows: 0 ok, 1 failed, 0 flagged." in html and "the decomposition produced NaN" in html
+    assert Page(html).rows["failed"] == 1 and not (tmp_path / "plots").exists()
+
+
+def test_summarize_writes_flags_csv_and_report_from_result_files(tmp_path, capsys):
+    for i, record in enumerate(quickstart_table().to_dict("records")):
+        (tmp_path / str(i)).mkdir()
+        (tmp_path / str(i) / "result.json").write_text(json.dumps(record))
+    table = summarize(tmp_path)
+    assert list(table["flags"]) == EXPECTED_FLAGS
+    assert list(pd.read_csv(tmp_path / "summary.csv")["flags"].fillna("")) == EXPECTED_FLAGS
+    check_html(tmp_path / "report.html", rows=len(EXPECTED_FLAGS), images=3)
+    out = capsys.readouterr().out
+    assert f"report: {tmp_path / 'report.html'}" in out and "\nflags:\n  within_noise: the 95% interval" in out
+    assert "failed:\n  lenet5/tucker/0.9: StageError" in out
+
+
+@pytest.mark.slow
+def test_sweep_writes_a_report_and_prints_progress_without_control_characters(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "technique=none,prune_magnitude", "ratio=0.5,0.9", f"cache_dir={tmp_path / 'cache'}",
+            f"hydra.sweep.dir={sweep}", "train.epochs=2", "finetune.epochs=1", "device.iters=20",
+            "device.warmup=2", "device.min_time_s=0"]  # fmt: skip
+    env = os.environ | {"HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    summary = pd.read_csv(sweep / "summary.csv")
+    assert len(summary) == 3  # none ignores ratio: its two jobs are one row
+    check_html(sweep / "report.html", rows=len(summary), images=1)
+    assert f"report: {sweep / 'report.html'}" in proc.stdout
+    assert "job 1/4, lenet5/mnist5k, none ratio 0.5, ETA after the first job" in proc.stdout
+    assert "job 4/4, lenet5/mnist5k, prune_magnitude ratio 0.9, ETA " in proc.stdout
+    assert "train epoch 2/2 loss" in proc.stdout  # the plain progress lines of training (not a terminal)
+    assert not any(c in proc.stdout + proc.stderr for c in "\r\x1b\b")

@@ -1,0 +1,108 @@
+"""Sweeps that scale: every launcher computes each stage once on one shared cache and gives the basic launcher's
+numbers; a moved cache still hits; two processes racing for a stage: one computes, the other waits; the search."""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from compress import cache
+from compress.pipeline import once
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ["train.epochs=1", "finetune.epochs=1", "dataset.limit_train=1000", "dataset.limit_test=300",
+         "device.warmup=1", "device.iters=20", "device.min_time_s=0"]  # fmt: skip
+SWEEP = ["technique=none,prune_magnitude,prune_channel,quant_dynamic", "ratio=0.5"]
+Table = pd.DataFrame
+SAME = ["acc_top1", "size_bytes", "macs", "nonzero_params", "params"]  # what must not depend on the launcher
+
+
+def sweep(tmp_path: Path, name: str, cache_dir: Path, *launcher: str) -> tuple[subprocess.CompletedProcess, Table]:
+    out = tmp_path / name
+    command = [sys.executable, "cli.py", "-m", *SWEEP, *QUICK, *launcher, f"cache_dir={cache_dir}",
+               f"hydra.sweep.dir={out}"]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return done, pd.read_csv(out / "summary.csv").set_index("technique").sort_index()
+
+
+@pytest.mark.slow
+def test_parallel_launchers_compute_each_stage_once_and_match_the_basic_launcher(tmp_path):
+    _, basic = sweep(tmp_path, "basic", tmp_path / "cache-basic")
+    for launcher in (["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], ["hydra/launcher=submitit_local"]):
+        name = launcher[0].split("=")[1]
+        _, table = sweep(tmp_path, name, tmp_path / f"cache-{name}", *launcher)
+        base_from = list(table["base_from"])  # one job trains; the others wait for it or find it cached
+        assert base_from.count("computed") == 1 and set(base_from) <= {"computed", "waited", "cache"}, base_from
+        assert len(list((tmp_path / f"cache-{name}" / "base").glob("*.pt"))) == 1
+        # the reference and three variants: four artifacts, each computed once
+        assert len(list((tmp_path / f"cache-{name}" / "variants").glob("*/metrics.json"))) == 4
+        assert set(table["artifact_from"]) <= {"computed", "waited", "cache"}
+        pd.testing.assert_frame_equal(table[SAME], basic[SAME])
+        assert (table["status"] == "ok").all() and (table["size_gzip_bytes"] == basic["size_gzip_bytes"]).all()
+
+
+@pytest.mark.slow
+def test_a_moved_cache_still_hits_and_an_identical_rerun_computes_nothing(tmp_path):
+    _, first = sweep(tmp_path, "first", tmp_path / "cache")
+    shutil.move(tmp_path / "cache", tmp_path / "moved")
+    _, again = sweep(tmp_path, "again", tmp_path / "moved")
+    for stage in ("base_from", "artifact_from", "bench_from"):
+        assert set(again[stage]) == {"cache"}, again[stage]
+    pd.testing.assert_frame_equal(again[[*SAME, "latency_ms_p50"]], first[[*SAME, "latency_ms_p50"]])
+
+
+def _race(entry: Path, started: float, sources) -> None:
+    def work() -> None:
+        time.sleep(1.5)
+        cache.write_json(entry, {"by": os.getpid()})
+
+    cfg = OmegaConf.create({"limits": {"memory_gb": None, "base_s": 60, "wait_s": 60}})
+    time.sleep(max(0.0, started - time.time()))
+    done = once("base", entry, lambda: cache.read_json(entry), work, cfg, lambda: contextlib.nullcontext(0.0))
+    sources.put((done.source, done.value["by"]))
+
+
+def test_two_processes_racing_for_one_stage_one_computes_the_other_waits(tmp_path):
+    context = multiprocessing.get_context("fork")
+    sources = context.Queue()
+    start = time.time() + 0.5
+    racers = [context.Process(target=_race, args=(tmp_path / "entry.json", start, sources)) for _ in range(2)]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join(30)
+    results = sorted(sources.get(timeout=5) for _ in racers)
+    assert [source for source, _ in results] == ["computed", "waited"]
+    assert results[0][1] == results[1][1]  # both read what the one computing process wrote
+
+
+@pytest.mark.slow
+def test_search_gives_a_row_per_trial_and_a_pareto_set_and_a_failing_trial_does_not_stop_it(tmp_path):
+    def search(name: str, techniques: str, trials: int) -> tuple[subprocess.CompletedProcess, pd.DataFrame]:
+        command = [sys.executable, "cli.py", "sweep=search", f"hydra.sweeper.n_trials={trials}",
+                   f"technique=choice({techniques})", *QUICK, "finetune.epochs=0", f"cache_dir={tmp_path / 'cache'}",
+                   f"hydra.sweep.dir={tmp_path / name}"]  # fmt: skip
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+        return done, pd.read_csv(tmp_path / name / "summary.csv")
+
+    done, table = search("ok", "prune_channel,quant_dynamic", 3)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(list((tmp_path / "ok").glob("*/result.json"))) == 3 and (table["status"] == "ok").all()
+    front = done.stdout[done.stdout.index("Pareto set of acc_top1, latency_ms_p50") :].splitlines()
+    assert len(front) >= 3 and front[2].split()[0] in {"prune_channel", "quant_dynamic"}
+
+    done, table = search("failing", "prune_slim,prune_channel", 4)  # prune_slim needs BatchNorm: LeNet-5 has none
+    assert done.returncode == 1  # a failed variant makes the run exit 1, at the end, after every trial ran
+    assert len(list((tmp_path / "failing").glob("*/result.json"))) == 4
+    assert {"ok", "failed"} <= set(table["status"]) and "Pareto set" in done.stdout
