@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from adb_bench.errors import DeviceError
 from adb_bench.listing import device_rows, format_rows
 from compress.config import build, check_ratio
-from compress.errors import UserError
+from compress.errors import StageError, UserError
 from compress.pipeline import run_variant
 from compress.results import any_failed, fail, identity, summarize, write_result
 from compress.search import directions, trial_values
@@ -32,13 +32,20 @@ def check_overrides(overrides: list[str]) -> None:
         match = re.fullmatch(r"([a-z_]+)=([\w,.-]+)", arg)
         if match and match[1] == "ratio":
             for value in match[2].split(","):
-                check_ratio(float(value) if re.fullmatch(r"-?[\d.]+(e-?\d+)?", value) else value)
+                check_ratio(_number(value))
         if not match or not (CONF / match[1]).is_dir():
             continue
         valid = sorted(p.stem for p in (CONF / match[1]).glob("*.yaml"))
         for choice in match[2].split(","):
             if choice not in valid:
                 raise UserError(f"unknown {match[1]} {choice!r}; choose one of: {', '.join(valid)}")
+
+
+def _number(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -88,7 +95,7 @@ def main() -> None:
             check_overrides(args[1:])
             sys.exit(command(args[1:]))
         check_overrides(args)
-    except (UserError, DeviceError) as exc:
+    except (UserError, DeviceError, StageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     run()

@@ -1,9 +1,11 @@
 """The `host` device: time exported files in-process, interleaved in one session, with the runtime of their format
-(.ptl: the lite interpreter)."""
+(.ptl: the lite interpreter; .pte: ExecuTorch's runtime)."""
 
 from __future__ import annotations
 
+import os
 import platform
+import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -11,6 +13,17 @@ from pathlib import Path
 import torch
 
 BLOCK = 20  # timed runs of one file before the session switches to the next: conditions are shared, caches warm
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux, where platform.processor() is empty): machines that share a
+    cache keep their own timings."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(errors="replace"), re.MULTILINE)
+        if found:
+            return found[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def load_lite(path: str) -> Callable[[torch.Tensor], object]:
@@ -49,7 +62,7 @@ class HostDevice:
 
     def identity(self) -> dict:
         return {
-            "device": f"host:{platform.machine()}", "cpu": platform.processor() or platform.machine(),
+            "device": f"host:{platform.machine()}", "cpu": cpu_model(), "cores": os.cpu_count(),
             "torch": torch.__version__, "threads": self.threads, "warmup": self.warmup,
             "iters": self.iters, "min_time_s": self.min_time_s, "qengine": self.qengine, "block": BLOCK,
         }  # fmt: skip

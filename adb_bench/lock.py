@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -18,8 +18,9 @@ log = logging.getLogger(__name__)
 
 
 def lock_path(lock_dir: str | Path | None, serial: str) -> Path:
-    """`<lock_dir or $TMPDIR/pocketbench-locks>/<serial with unsafe characters replaced>.lock`."""
-    folder = Path(lock_dir) if lock_dir else Path(tempfile.gettempdir()) / "pocketbench-locks"
+    """`<lock_dir or /tmp/pocketbench-<uid>/phones>/<serial with unsafe characters replaced>.lock`: the default is
+    the same for every job on this machine (not $TMPDIR, which SLURM makes private to a job)."""
+    folder = Path(lock_dir) if lock_dir else Path("/tmp") / f"pocketbench-{os.getuid()}" / "phones"
     return folder / (re.sub(r"[^A-Za-z0-9._-]", "_", serial) + ".lock")
 
 

@@ -200,6 +200,9 @@ class Session:
             raise DeviceError(
                 f"benchmark timed out after {self.plan.timeout_s:g}s (device.timeout_s); raise it or lower device.iters"
             ) from exc
+        except BaseException:  # the stage was stopped (its time limit, SIGTERM) or interrupted: stop the phone's run
+            self._kill(pidfile)
+            raise
 
     def _kill(self, pidfile: str) -> None:
         try:

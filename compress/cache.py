@@ -76,6 +76,15 @@ def load_state(path: Path) -> dict | None:
         return None
 
 
+def clear_partial(entry: Path) -> None:
+    """Remove what a killed writer of `entry` left behind: `atomic_write`'s temporary folders beside the entry and,
+    for a folder entry, inside it. Only while holding the entry's lock."""
+    leftovers = [*entry.parent.glob(f".{entry.name}.*"), *(entry.glob(".*") if entry.is_dir() else [])]
+    for folder in leftovers:
+        if folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 @contextmanager
 def entry_lock(entry: Path, wait_s: float) -> Iterator[float]:
     """Hold the lock of a cache entry while computing it; yields the seconds spent waiting for another job.

@@ -25,8 +25,8 @@ def build(node: DictConfig | dict, **kwargs: Any) -> Any:
         spec.pop(key, None)
     try:
         return instantiate(spec, **kwargs, _convert_="all")
-    except InstantiationException as exc:  # Hydra wraps what the target raised; a UserError stays one line
-        if isinstance(exc.__cause__, UserError):
+    except InstantiationException as exc:  # Hydra wraps what the target raised: the row says that, in one line
+        if exc.__cause__ is not None:
             raise exc.__cause__ from None
         raise
 

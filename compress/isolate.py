@@ -21,14 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
-from compress.errors import UserError, trace_log
+from compress.errors import StageError, UserError, first_line, trace_log
 
+GRACE_S = 20  # seconds a stopped (or finished) child gets to exit before SIGKILL
 OUT_OF_MEMORY = ("can't allocate memory", "cannot allocate memory", "std::bad_alloc", "out of memory")
 _channel: Connection | None = None  # set in the child: where report_part() sends
-
-
-class StageError(Exception):
-    """A stage failed in its child; the message is the row's whole `error` (it names the cause and the part)."""
 
 
 @dataclass(frozen=True)
@@ -42,11 +39,12 @@ class Limits:
         return f"{self.memory_bytes / 2**30:.3g} GB" if self.memory_bytes else "none"
 
 
-def memory_limit_bytes(memory_gb: float | None) -> int:
-    """`limits.memory_gb`, or 80% of this machine's physical memory when it is null."""
+def memory_limit_bytes(memory_gb: float | None, concurrent: int) -> int:
+    """`limits.memory_gb`, or 80% of this machine's physical memory shared by the `concurrent` stages that may
+    run at once when it is null."""
     if memory_gb is not None:
         return int(memory_gb * 2**30)
-    return int(0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    return int(0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / concurrent)
 
 
 def report_part(name: str) -> None:
@@ -69,9 +67,18 @@ def _native_output_to_job_log() -> None:
             return
 
 
+class Stopped(BaseException):
+    """SIGTERM in a stage's child (its time limit passed): unwinds the stage so that its cleanup runs."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise Stopped
+
+
 def _child(work: Callable[[], None], limits: Limits, channel: Connection) -> None:
     global _channel
     _channel = channel
+    signal.signal(signal.SIGTERM, _stop)
     _native_output_to_job_log()
     if limits.memory_bytes:
         resource.setrlimit(resource.RLIMIT_DATA, (limits.memory_bytes, limits.memory_bytes))
@@ -93,29 +100,43 @@ def _signal_name(code: int) -> str:
 
 def run_isolated(stage: str, work: Callable[[], None], limits: Limits, time_knob: str) -> None:
     """Run `work()` in a forked child under `limits`; its exception, or the limit it hit, is raised here as one
-    line naming the part of `stage` it happened in. `time_knob` is the config knob that sets the time limit."""
+    line (a limit or a crash names the part of `stage` it happened in). `time_knob` is the config knob that sets
+    the time limit. A child past its time limit gets SIGTERM first, so its cleanup runs (a phone session stops its
+    run on the phone), and SIGKILL after GRACE_S."""
     context = multiprocessing.get_context("fork")
     receiver, sender = context.Pipe(duplex=False)
     child = context.Process(target=_child, args=(work, limits, sender), name=f"pocketbench-{stage}")
     child.start()
     sender.close()
-    part, outcome = stage, None
+    part, outcome, timed_out = stage, None, False
     deadline = None if limits.time_s is None else time.monotonic() + limits.time_s
     try:
         while outcome is None:
             left = None if deadline is None else max(deadline - time.monotonic(), 0)
             if not receiver.poll(left):
-                child.kill()
-                raise StageError(f"took longer than the {limits.time_s:g} s limit ({time_knob}) in {part}")
+                timed_out = True
+                break
             try:
                 kind, value = receiver.recv()
             except EOFError:  # the child died without a word: killed by a signal or os._exit
                 break
             part, outcome = (value, None) if kind == "part" else (part, (kind, value))
     finally:
-        child.join()
+        _end(child, stop=timed_out)
         receiver.close()
+    if timed_out:
+        raise StageError(f"took longer than the {limits.time_s:g} s limit ({time_knob}) in {part}")
     _raise_failure(outcome, child.exitcode, part, limits)
+
+
+def _end(child: multiprocessing.Process, stop: bool) -> None:
+    """Wait for the child to exit (stopping it first when `stop`), killing it after GRACE_S."""
+    if stop:
+        child.terminate()
+    child.join(GRACE_S)
+    if child.is_alive():
+        child.kill()
+        child.join()
 
 
 def _raise_failure(outcome: tuple | None, exitcode: int | None, part: str, limits: Limits) -> None:
@@ -127,7 +148,7 @@ def _raise_failure(outcome: tuple | None, exitcode: int | None, part: str, limit
         hint = "; out of memory? (the kernel kills with SIGKILL)" if exitcode == -signal.SIGKILL else ""
         raise StageError(f"crashed ({how}) in {part}{hint}")
     kind, (name, message) = outcome
-    first = (message.strip().splitlines() or [""])[0]
+    first = first_line(message)
     if kind == "oom":
         raise StageError(f"ran out of memory (limit {limits.memory_text()}, limits.memory_gb) in {part}: {first}")
     if kind == "user":

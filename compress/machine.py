@@ -1,6 +1,6 @@
-"""This machine's shared resources, coordinated across every job of every sweep running on it: compute slots
-(usable cores ÷ threads per job, so parallel launchers never oversubscribe the CPU) and the idle-host lock that a
-host benchmark holds (no job computes and no other benchmark runs while it times)."""
+"""This machine's shared resources, coordinated across every job of every sweep running on it: its CPUs (a job
+computes holding `threads` of them, so parallel launchers never oversubscribe the machine) and the idle-host lock
+that a host benchmark holds (no job computes and no other benchmark runs while it times)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ LOCK_DIR = Path("/tmp") / f"pocketbench-{os.getuid()}"
 POLL_S = 0.2
 
 
-def usable_cores() -> int:
-    """Cores this process may run on (respects taskset, cgroups cpusets and SLURM allocations)."""
-    return len(os.sched_getaffinity(0))
+def concurrent_stages(threads: int) -> int:
+    """How many stages of `threads` threads run at once on the CPUs this process may use (taskset, cgroup
+    cpusets and SLURM allocations respected)."""
+    return max(1, len(os.sched_getaffinity(0)) // max(threads, 1))
 
 
 def _host_lock() -> ReadWriteLock:
@@ -27,32 +28,39 @@ def _host_lock() -> ReadWriteLock:
     return ReadWriteLock(LOCK_DIR / "host.db")
 
 
-@contextmanager
-def _slot(slots: int) -> Iterator[None]:
-    """One of `slots` compute slots (a lock file each): the first free one, waiting until one is."""
-    LOCK_DIR.mkdir(parents=True, exist_ok=True)
-    while True:
-        for i in range(slots):
-            lock = FileLock(LOCK_DIR / f"slot-{i}.lock", blocking=False)
-            try:
-                lock.acquire()
-            except Timeout:
-                continue
-            try:
-                yield
-            finally:
-                lock.release()
-            return
-        time.sleep(POLL_S)
+def _acquired(cpus: list[int], count: int) -> list[FileLock] | None:
+    """`count` of the CPU locks of `cpus` if that many are free now (held), else None (none held)."""
+    held: list[FileLock] = []
+    for cpu in cpus:
+        lock = FileLock(LOCK_DIR / f"cpu-{cpu}.lock", blocking=False)
+        try:
+            lock.acquire()
+        except Timeout:
+            continue
+        held.append(lock)
+        if len(held) == count:
+            return held
+    for lock in held:
+        lock.release()
+    return None
 
 
 @contextmanager
 def computing(threads: int) -> Iterator[float]:
-    """Hold a compute slot (of usable cores ÷ `threads`) and a share of the host; yields the seconds waited.
-    The slot comes first, so a job waiting for one does not hold back a benchmark."""
+    """Hold `threads` of this process's CPUs (a lock per CPU id, shared by every job on the machine, so jobs with
+    other cpusets or thread counts count right) and a share of the host; yields the seconds waited. The CPUs
+    come first, so a job waiting for them does not hold back a benchmark."""
     start = time.monotonic()
-    with _slot(max(1, usable_cores() // max(threads, 1))), _host_lock().read_lock():
-        yield time.monotonic() - start
+    LOCK_DIR.mkdir(parents=True, exist_ok=True)
+    cpus = sorted(os.sched_getaffinity(0))
+    while (held := _acquired(cpus, min(max(threads, 1), len(cpus)))) is None:
+        time.sleep(POLL_S)
+    try:
+        with _host_lock().read_lock():
+            yield time.monotonic() - start
+    finally:
+        for lock in held:
+            lock.release()
 
 
 @contextmanager

@@ -24,7 +24,8 @@ from torch import nn
 from compress import cache, machine
 from compress.config import build, check_ratio, dataset_identity, plain
 from compress.data import Data
-from compress.isolate import Limits, StageError, memory_limit_bytes, run_isolated
+from compress.errors import StageError, one_line
+from compress.isolate import Limits, memory_limit_bytes, run_isolated
 from compress.latency import latency_columns, speedup_columns
 from compress.models.checkpoint import check_input_size, file_digest, load_checkpoint
 from compress.train import Recipe, fit
@@ -55,17 +56,27 @@ class Done:
 def once(stage: str, entry: Path, read: Callable[[], Any], work: Callable[[], None], cfg: DictConfig,
          hold: Callable[[], contextlib.AbstractContextManager[float]]) -> Done:  # fmt: skip
     """The cache entry `entry`, computed by `work` (in an isolated child, holding `hold()`) unless it exists
-    or another job computes it meanwhile."""
+    or another job computes it meanwhile. When the job this one waited for failed, this one fails the same way
+    instead of computing it again; a later run (a resumed sweep) computes it anew."""
     found = read()
     if found is not None:
         return Done(found, "cache", 0.0)
+    asked, failure = time.time(), Path(f"{entry}.failed")
     with cache.entry_lock(entry, cfg.limits.wait_s) as waited:
         found = read()
         if found is not None:
             return Done(found, "waited", waited)
-        limits = Limits(memory_limit_bytes(cfg.limits.memory_gb), cfg.limits[f"{stage}_s"])
-        with hold() as held:
-            run_isolated(stage, work, limits, f"limits.{stage}_s")
+        if failure.exists() and failure.stat().st_mtime >= asked:
+            raise StageError((cache.read_json(failure) or {}).get("error", f"the {stage} stage failed in another job"))
+        cache.clear_partial(entry)
+        memory = memory_limit_bytes(cfg.limits.memory_gb, machine.concurrent_stages(cfg.threads))
+        try:
+            with hold() as held:
+                run_isolated(stage, work, Limits(memory, cfg.limits[f"{stage}_s"]), f"limits.{stage}_s")
+        except Exception as exc:
+            cache.write_json(failure, {"error": one_line(exc)})  # for the jobs waiting for this entry
+            raise
+    failure.unlink(missing_ok=True)
     found = read()
     if found is None:
         raise StageError(f"the {stage} stage finished without writing {entry}")
@@ -118,7 +129,8 @@ def base_model(cfg: DictConfig, data: Data) -> tuple[nn.Module, dict]:
 def _artifact_key(cfg: DictConfig, data: Data, plan: Plan) -> str:
     """Everything that determines the exported file (a base with no steps ignores technique and fine-tune)."""
     steps = bool(plan.steps)
-    parts = [plain(cfg.model), dataset_identity(cfg.dataset, data), plain(cfg.train), cfg.seed, cfg.threads]
+    model = {k: v for k, v in plain(cfg.model).items() if k != "checkpoint"}  # its content is keyed below
+    parts = [model, dataset_identity(cfg.dataset, data), plain(cfg.train), cfg.seed, cfg.threads]
     parts += [plain(plan.technique) if steps else None, plan.ratio, plain(cfg.finetune) if steps else None]
     parts += [plain(cfg.export), plan.format.versions(), plan.engine]
     if cfg.model.get("checkpoint"):
@@ -186,10 +198,10 @@ def run_variant(cfg: DictConfig, device: Device, row: dict) -> None:
 def _measure(cfg: DictConfig, device: Device, row: dict) -> None:
     device.identity()  # a device that is not there fails the row now, not after training and compressing
     data, fmt = build(cfg.dataset), build(cfg.export)
+    plan = Plan.of(cfg, cfg.technique, fmt)  # a bad technique knob fails now, not after training
+    row["ratio"] = float("nan") if plan.ratio is None else plan.ratio  # failed rows too: one row across ratios
     base, info = base_model(cfg, data)
     row |= info
-    plan = Plan.of(cfg, cfg.technique, fmt)
-    row["ratio"] = float("nan") if plan.ratio is None else plan.ratio  # failed rows too: one row across ratios
     ref = artifact_stage(cfg, data, base, Plan.of(cfg, REFERENCE, fmt))
     var = artifact_stage(cfg, data, base, plan)
     (ref_path, ref_out), (path, out) = ref.value, var.value

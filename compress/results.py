@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from filelock import FileLock
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from compress.cache import atomic_write, read_json, write_json
-from compress.errors import trace_log
+from compress.errors import one_line, trace_log
 from compress.flags import EXPLANATIONS, flags_column
-from compress.isolate import StageError
 from compress.report import readable, write_report
 from compress.search import answer
 
@@ -31,7 +31,8 @@ COLUMNS = [
     "latency_ms_p50_lo", "latency_ms_p50_hi", "speedup_x_lo", "speedup_x_hi", "ref_latency_ms_p50",
     "macs_reduction_x", "speedup_efficiency", "nonzero_reduction_x",
     "acc_top5", "acc_before_finetune", "latency_ms_min", "iters", "host_load_1m", "ratio_applies",
-    "mobile_optimized", "notes", "artifact", "base_from", "artifact_from", "bench_from", "waited_s", "job_dir",
+    "mobile_optimized", "bytecode_version", "delegate", "notes", "artifact", "base_from", "artifact_from",
+    "bench_from", "waited_s", "job_dir",
 ]  # fmt: skip
 
 # Columns that say how a job ran, not what it measured.
@@ -56,14 +57,6 @@ def identity(cfg: DictConfig, job_dir: str) -> dict[str, Any]:
         "ratio": cfg.ratio, "seed": cfg.seed, "status": "failed", "error": "",
         "format": cfg.export.name, "device": cfg.device.name, "job_dir": job_dir,
     }  # fmt: skip
-
-
-def one_line(exc: BaseException) -> str:
-    """`Type: first line of the message` — what the `error` column holds (a StageError's message already is)."""
-    first = (str(exc).strip().splitlines() or [""])[0]
-    if isinstance(exc, StageError):
-        return first
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def fail(row: dict, exc: BaseException) -> None:
@@ -109,10 +102,11 @@ def _human(table: pd.DataFrame) -> str:
 def write_summary(folder: Path) -> pd.DataFrame:
     """The table of the `result.json` files under `folder`, with its `flags` column, written as `summary.csv`
     (nothing when there is no result yet); returns it."""
-    table = collect(folder)
-    if not table.empty:
-        table["flags"] = flags_column(table)
-        atomic_write(Path(folder) / "summary.csv", lambda tmp: table.to_csv(tmp, index=False))
+    with FileLock(Path(folder) / "summary.csv.lock"):  # parallel jobs end together: the newest table wins
+        table = collect(folder)
+        if not table.empty:
+            table["flags"] = flags_column(table)
+            atomic_write(Path(folder) / "summary.csv", lambda tmp: table.to_csv(tmp, index=False))
     return table
 
 

@@ -36,17 +36,19 @@ def overshoot(search: DictConfig, row: dict) -> float:
     return max([0.0, *(r - 1 for r in ratios)])
 
 
-def trial_values(search: DictConfig, row: dict) -> list[float] | None:
-    """What the trial returns: the objective columns of an ok row; None for a failed one (Optuna marks the trial
-    failed and the study goes on). A row over the budget is dominated by every row within it: its objectives
-    become the worst possible, its accuracy minus the excess."""
+def trial_values(search: DictConfig, row: dict) -> float | list[float] | None:
+    """What the trial returns: the objective columns of an ok row (a float for one objective, as Optuna's
+    sweeper expects); None for a failed one (Optuna marks the trial failed and the study goes on). A row over the
+    budget is dominated by every row within it: its objectives become the worst possible, its accuracy minus the
+    excess."""
     if row.get("status") != "ok":
         return None
     excess = overshoot(search, row)
-    if excess == 0:
-        return [float(row[o]) for o in search.objectives]
     worst = {"maximize": -math.inf, "minimize": math.inf}
-    return [-excess if o.startswith("acc") else worst[SENSE[o]] for o in search.objectives]
+    values = [
+        float(row[o]) if excess == 0 else -excess if o.startswith("acc") else worst[SENSE[o]] for o in search.objectives
+    ]
+    return values[0] if len(values) == 1 else values
 
 
 def answer(search: DictConfig, table: pd.DataFrame) -> str:

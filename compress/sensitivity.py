@@ -24,13 +24,14 @@ from torch import nn
 from compress import cache, machine
 from compress.config import build, data_key
 from compress.data.base import digest
-from compress.errors import UserError
+from compress.errors import UserError, first_line
 from compress.pipeline import base_model
 from compress.techniques.base import Context
 from compress.train import evaluate
 
 log = logging.getLogger(__name__)
 
+WAIT_S = 86400  # how long a job waits for another one measuring the same curves
 RATIOS = tuple(round(0.1 * i, 1) for i in range(1, 10))
 CONF = Path(__file__).resolve().parents[1] / "conf"
 OUTPUT = Path("outputs") / "sensitivity"
@@ -60,18 +61,20 @@ def measure(step: Analyzable, model: nn.Module, ctx: Context) -> pd.DataFrame:
 
 def curves(step: Analyzable, model: nn.Module, ctx: Context) -> pd.DataFrame:
     """The sensitivity curves of `model` under `step` (see `measure`), cached when the context has a cache:
-    keyed by the model's weights, the data set's identity and the step's method."""
+    keyed by the model's weights, the data set's identity and the step's method, measured by one job at a time
+    (they are measured inside the variant stage that needs them, which runs isolated)."""
     if ctx.cache_dir is None:
         return measure(step, model, ctx)
     weights = digest(*model.state_dict().values())
     key = cache.key_of("sensitivity", ctx.data_key, weights, step.sensitivity_method(), RATIOS)
     path = Path(ctx.cache_dir) / "sensitivity" / f"{key}.json"
-    found = cache.read_json(path)
-    if found is not None:
-        log.info("sensitivity curves: cache hit %s", path)
-        return pd.DataFrame(found)
-    table = measure(step, model, ctx)
-    cache.write_json(path, table.to_dict(orient="records"))
+    with cache.entry_lock(path, WAIT_S):  # variants of one sweep need the same curves: one job measures them
+        found = cache.read_json(path)
+        if found is not None:
+            log.info("sensitivity curves: cache hit %s", path)
+            return pd.DataFrame(found)
+        table = measure(step, model, ctx)
+        cache.write_json(path, table.to_dict(orient="records"))
     return table
 
 
@@ -166,7 +169,7 @@ def _composed(overrides: list[str]) -> DictConfig:
         with initialize_config_dir(str(CONF), version_base="1.3"):
             return compose("config", overrides)
     except HydraException as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc) or type(exc).__name__
         raise UserError(f"sensitivity takes one model, dataset and technique: {first}") from None
 
 

@@ -1,4 +1,5 @@
-"""Technique steps that misbehave on purpose, for the isolation tests: too much memory, a native crash, a hang."""
+"""What misbehaves on purpose, for the tests: technique steps that take too much memory, crash in native code or hang;
+a model whose forward branches on its input (no graph can capture it)."""
 
 from __future__ import annotations
 
@@ -42,3 +43,15 @@ class Hang(Step):
     def apply(self, model: nn.Module, ratio: float | None, ctx: Context) -> nn.Module:
         time.sleep(600)
         return model
+
+
+class DataDependent(nn.Module):
+    """Python control flow on a tensor's value: FX and torch.export cannot capture it."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(784, 10)
+
+    def forward(self, x):
+        x = x.flatten(1)
+        return self.fc(x) if x.sum() > 0 else -self.fc(x)

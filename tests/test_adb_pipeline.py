@@ -11,6 +11,7 @@ import pytest
 from adb_emulator.harness import attached_phone
 from adb_emulator.phone import make_fake_binary
 
+from adb_bench.errors import DeviceError
 from compress.config import build
 from compress.pipeline import run_variant
 from compress.results import fail, identity
@@ -96,3 +97,9 @@ def test_dropped_connection_is_retried_then_a_failed_row_and_the_sweep_goes_on(s
     assert "\n" not in rows[0]["error"]
     assert rows[1]["status"] == "ok" and rows[1]["latency_ms_p50"] > 0 and rows[1]["device_serial"] == phone.serial
     assert sum("--model=" in c for c in phone.commands) == 4
+
+
+def test_a_bad_device_setting_reaches_the_row_as_its_own_one_line_error(make_cfg):
+    """Hydra wraps what a constructor raises; build() hands on the constructor's own error."""
+    with pytest.raises(DeviceError, match=r"^device.rounds=0 must be between 1 and device.iters=50$"):
+        build(make_cfg("device=adb", "device.rounds=0").device)

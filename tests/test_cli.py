@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -106,3 +107,19 @@ def test_console_script_from_any_directory_gives_the_same_row_as_cli_py(tmp_path
     assert row["artifact_from"] == "cache" and row["bench_from"] == "cache"  # the same keys: the same variant
     for column in ("status", "acc_top1", "size_bytes", "macs", "latency_ms_p50", "artifact"):
         assert row[column] == script_row[column], column
+
+
+@pytest.mark.slow
+def test_a_built_wheel_carries_the_cli_and_every_config(tmp_path):
+    """A non-editable install (`pip install .`, a wheel) has the configs the console script composes."""
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "cli.py", "conf", "compress", "adb_bench"):
+        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, source / name)
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path),
+               str(source)]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True, timeout=300)
+    names = set(zipfile.ZipFile(next(tmp_path.glob("pocketbench-*.whl"))).namelist())
+    configs = {str(p.relative_to(ROOT)) for p in (ROOT / "conf").rglob("*.yaml")}
+    assert configs <= names and {"cli.py", "conf/__init__.py", "compress/pipeline.py"} <= names
+    assert len(configs) > 40

@@ -3,61 +3,42 @@ of the stage; the job process survives and the next variant of the sweep succeed
 
 from __future__ import annotations
 
+import json
 import os
-import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
-from adb_bench.host import HostDevice
-from compress import pipeline
-from compress.isolate import Limits, StageError, report_part, run_isolated
-from compress.results import fail
+from compress.errors import StageError
+from compress.isolate import Limits, report_part, run_isolated
 
-QUICK = ("train.epochs=2", "finetune.epochs=0", "dataset.limit_test=200")
-
-
-def data_segment_gb() -> float:
-    """This process's data segment (what RLIMIT_DATA limits, inherited by a forked child), in GB."""
-    status = Path(f"/proc/{os.getpid()}/status").read_text()
-    return int(re.search(r"VmData:\s+(\d+) kB", status)[1]) / 2**20
-
-
-def misbehaving(make_cfg, target: dict, *overrides: str):
-    cfg = make_cfg(*QUICK, *overrides)
-    OmegaConf.update(cfg, "technique", {"name": "misbehaving", "finetune_between": False, "steps": [target]})
-    return cfg
-
-
-def run(cfg) -> dict:
-    row = {"status": "failed"}
-    try:
-        pipeline.run_variant(cfg, HostDevice(warmup=1, iters=1, min_time_s=0), row)
-    except Exception as exc:  # noqa: BLE001 — what the CLI does with it
-        fail(row, exc)
-    return row
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_memory_crash_and_hang_are_failed_rows_and_the_next_variant_succeeds(make_cfg):
-    limit = round(data_segment_gb() + 1.0, 1)
-    cases = [
-        ({"_target_": "misbehaving.Allocate", "gb": 3}, f"limits.memory_gb={limit}",
-         f"ran out of memory (limit {limit:.3g} GB, limits.memory_gb) in misbehaving"),
-        ({"_target_": "misbehaving.Segfault"}, "limits.variant_s=600", "crashed (SIGSEGV) in misbehaving"),
-        ({"_target_": "misbehaving.Hang"}, "limits.variant_s=3",
-         "took longer than the 3 s limit (limits.variant_s) in misbehaving"),
-    ]  # fmt: skip
-    for target, limit_override, message in cases:
-        row = run(misbehaving(make_cfg, target, limit_override))
-        assert row["status"] == "failed" and row["error"].startswith(message), row["error"]
-        assert "\n" not in row["error"]
-        after = run(make_cfg(*QUICK, "technique=cluster", limit_override))
-        assert after["status"] == "ok" and after["acc_top1"] > 0.5, after.get("error")
+def test_memory_crash_and_hang_are_failed_rows_and_the_next_variant_of_the_sweep_succeeds(tmp_path):
+    steps = ["{_target_:misbehaving.Allocate,gb:4}", "{_target_:misbehaving.Segfault}", "{_target_:misbehaving.Hang}",
+             "{_target_:compress.techniques.cluster.Cluster}"]  # fmt: skip
+    swept = "technique.steps=" + ",".join(f"[{s}]" for s in steps)  # one job per list of steps
+    command = [sys.executable, "cli.py", "-m", "technique=cluster", swept, "limits.memory_gb=3", "limits.variant_s=15",
+               "train.epochs=1", "finetune.epochs=0", "device.warmup=1", "device.iters=20", "device.min_time_s=0",
+               f"cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]  # fmt: skip
+    env = os.environ | {"PYTHONPATH": str(ROOT / "tests")}  # where the misbehaving steps are
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1  # failed rows make the sweep exit 1, at its end
+    rows = [json.loads((tmp_path / "sweep" / str(job) / "result.json").read_text()) for job in range(4)]
+    errors = [row["error"] for row in rows]
+    assert errors[0].startswith("ran out of memory (limit 3 GB, limits.memory_gb) in cluster: ")
+    assert errors[1] == "crashed (SIGSEGV) in cluster"
+    assert errors[2] == "took longer than the 15 s limit (limits.variant_s) in cluster"
+    assert rows[3]["status"] == "ok" and rows[3]["acc_top1"] > 0.5  # the next variant of the same sweep
+    assert "Traceback" not in done.stdout + done.stderr
 
 
-def test_an_exception_in_the_child_keeps_its_type_message_and_the_part():
+def test_an_exception_in_the_child_keeps_its_type_and_first_line():
     def work():
         report_part("export")
         raise ValueError("bad shape\nsecond line")
@@ -73,3 +54,17 @@ def test_a_child_that_exits_without_a_word_is_a_crash_naming_its_part():
 
     with pytest.raises(StageError, match=r"^crashed \(exit code 3\) in evaluate$"):
         run_isolated("variant", work, Limits(None, 60), "limits.variant_s")
+
+
+def test_a_stage_past_its_time_limit_is_stopped_so_that_its_cleanup_runs(tmp_path):
+    cleaned = tmp_path / "cleaned"
+
+    def work():
+        try:
+            time.sleep(60)
+        finally:
+            cleaned.touch()  # what a phone session does here: stop its run on the phone
+
+    with pytest.raises(StageError, match=r"^took longer than the 1 s limit \(limits.benchmark_s\) in benchmark$"):
+        run_isolated("benchmark", work, Limits(None, 1), "limits.benchmark_s")
+    assert cleaned.exists()

@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import ROOT, make_context
 from executorch.extension.pybindings import portable_lib
+from misbehaving import DataDependent
 from torch import nn
 from torch.ao.nn.quantized import Conv2d as AoQuantizedConv2d
 from torch.utils.data import Subset
@@ -119,18 +120,8 @@ def test_qat_pte_trains_with_fake_quant_then_converts(_trained_lenet, mnist5k, l
     assert evaluate(load_pte(tmp_path / "qat.pte"), mnist5k.test)["acc_top1"] >= lenet_pte["int8_acc"] - 0.005
 
 
-class _DataDependent(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(784, 10)
-
-    def forward(self, x):
-        x = x.flatten(1)
-        return self.fc(x) if x.sum() > 0 else -self.fc(x)
-
-
 def test_what_torch_export_cannot_capture_gets_a_one_line_error(mnist5k, tmp_path):
-    model = _DataDependent()
+    model = DataDependent()
     with pytest.raises(UserError, match=r"cannot be exported to \.pte by torch\.export .* or use export=ptl") as info:
         export_pte(model, torch.zeros(1, 1, 28, 28), tmp_path / "m.pte")
     assert "\n" not in str(info.value)

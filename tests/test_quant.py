@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import make_context
+from misbehaving import DataDependent
 from torch import nn
 from torch.ao.nn.quantized import dynamic as nnqd
 from torch.ao.quantization import FakeQuantizeBase, ObserverBase
@@ -109,19 +110,9 @@ def test_qnnpack_model_runs_on_the_host_under_qnnpack(_trained_lenet, mnist5k, t
     assert result["qengine"] == "qnnpack" and len(result["samples_ms"]) >= 3 and min(result["samples_ms"]) > 0
 
 
-class _DataDependent(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(784, 10)
-
-    def forward(self, x):
-        x = x.flatten(1)
-        return self.fc(x) if x.sum() > 0 else -self.fc(x)
-
-
 @pytest.mark.parametrize("step", [StaticQuant(), QAT()], ids=["static", "qat"])
 def test_untraceable_model_gets_a_one_line_user_error(step, mnist5k):
-    model = _DataDependent()
+    model = DataDependent()
     ctx = make_context(mnist5k, model)
     with pytest.raises(UserError, match="cannot be FX-traced") as info:
         step.finalize(model, ctx) if isinstance(step, StaticQuant) else step.apply(model, None, ctx)

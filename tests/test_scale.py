@@ -17,6 +17,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from compress import cache
+from compress.errors import UserError, one_line
 from compress.pipeline import once
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,15 +63,22 @@ def test_a_moved_cache_still_hits_and_an_identical_rerun_computes_nothing(tmp_pa
     pd.testing.assert_frame_equal(again[[*SAME, "latency_ms_p50"]], first[[*SAME, "latency_ms_p50"]])
 
 
-def _race(entry: Path, started: float, sources) -> None:
+def _race(entry: Path, started: float, sources, fails: bool = False) -> None:
     def work() -> None:
+        with open(f"{entry}.attempts", "a") as attempts:
+            attempts.write("1")
         time.sleep(1.5)
+        if fails:
+            raise UserError("bad knob; use another")
         cache.write_json(entry, {"by": os.getpid()})
 
-    cfg = OmegaConf.create({"limits": {"memory_gb": None, "base_s": 60, "wait_s": 60}})
+    cfg = OmegaConf.create({"threads": 1, "limits": {"memory_gb": None, "base_s": 60, "wait_s": 60}})
     time.sleep(max(0.0, started - time.time()))
-    done = once("base", entry, lambda: cache.read_json(entry), work, cfg, lambda: contextlib.nullcontext(0.0))
-    sources.put((done.source, done.value["by"]))
+    try:
+        done = once("base", entry, lambda: cache.read_json(entry), work, cfg, lambda: contextlib.nullcontext(0.0))
+        sources.put((done.source, done.value["by"]))
+    except Exception as exc:  # noqa: BLE001 — the row's error
+        sources.put(("failed", one_line(exc)))
 
 
 def test_two_processes_racing_for_one_stage_one_computes_the_other_waits(tmp_path):
@@ -85,6 +93,20 @@ def test_two_processes_racing_for_one_stage_one_computes_the_other_waits(tmp_pat
     results = sorted(sources.get(timeout=5) for _ in racers)
     assert [source for source, _ in results] == ["computed", "waited"]
     assert results[0][1] == results[1][1]  # both read what the one computing process wrote
+
+
+def test_a_stage_that_fails_fails_the_job_waiting_for_it_without_a_second_attempt(tmp_path):
+    context = multiprocessing.get_context("fork")
+    sources, entry = context.Queue(), tmp_path / "entry.json"
+    start = time.time() + 0.5
+    racers = [context.Process(target=_race, args=(entry, start, sources, True)) for _ in range(2)]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join(30)
+    results = [sources.get(timeout=5) for _ in racers]
+    assert results == [("failed", "UserError: bad knob; use another")] * 2
+    assert Path(f"{entry}.attempts").read_text() == "1"  # the waiting job did not compute it again
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
 from compress.data.base import Data, limited
-from compress.errors import UserError
+from compress.errors import UserError, first_line
 
 LAYOUT = "expected ROOT/train/CLASS/*.jpg and ROOT/val/CLASS/*.jpg (any image type PIL reads)"
 
@@ -26,7 +26,7 @@ def _folder(root: Path, split: str, transform: v2.Transform) -> ImageFolder:
     try:
         return ImageFolder(str(root / split), transform=transform)
     except FileNotFoundError as exc:  # a split without any class folder or image
-        raise UserError(f"dataset.root={root}: {str(exc).splitlines()[0]}; {LAYOUT}") from exc
+        raise UserError(f"dataset.root={root}: {first_line(exc)}; {LAYOUT}") from exc
 
 
 def _transforms(shape: Sequence[int], mean, std, flip: bool) -> tuple[v2.Transform, v2.Transform]:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from compress.cache import atomic_write
-from compress.errors import UserError
+from compress.errors import UserError, first_line
 from compress.formats.base import Format
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ def _mobile_optimized(script: torch.jit.ScriptModule) -> tuple[torch.jit.ScriptM
     try:
         return optimize_for_mobile(script), ""
     except RuntimeError as exc:  # PyPI wheels: "... XNNPACK is not enabled. Please build with USE_XNNPACK=1"
-        first = str(exc).strip().splitlines()[0]
+        first = first_line(exc)
         reason = "XNNPACK is not enabled in this torch build" if "XNNPACK is not enabled" in first else first[:160]
         return script, f"optimize_for_mobile unavailable: {reason}"
 

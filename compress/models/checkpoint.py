@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from compress.errors import UserError
+from compress.errors import UserError, first_line
 
 
 def file_digest(path: str | Path) -> str:
@@ -27,7 +27,7 @@ def _state_dict(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any unpickling failure: not a plain state_dict
-        raise UserError(f"model.checkpoint={path} is not a plain state_dict ({str(exc).splitlines()[0]})") from exc
+        raise UserError(f"model.checkpoint={path} is not a plain state_dict ({first_line(exc)})") from exc
     if not isinstance(state, dict):
         raise UserError(f"model.checkpoint={path} holds a {type(state).__name__}, not a state_dict")
     return state

@@ -23,7 +23,7 @@ import torch
 from tensorly.decomposition import parafac, partial_tucker
 from torch import nn
 
-from compress.errors import UserError
+from compress.errors import UserError, first_line
 from compress.techniques.base import Context, Step, forward_calls
 from compress.techniques.vbmf import vbmf_ranks
 
@@ -152,7 +152,7 @@ class _Decompose(Step):
         try:
             new = self._decompose(layer, layer.weight.detach().double(), rank, ctx.seed)
         except Exception as exc:
-            raise DecompositionError(f"{what} failed: {str(exc).splitlines()[0] if str(exc) else repr(exc)}") from exc
+            raise DecompositionError(f"{what} failed: {first_line(exc) or repr(exc)}") from exc
         error = _relative_error(layer, new, shape, ctx.seed)
         if not all(torch.isfinite(p).all() for p in new.parameters()) or not math.isfinite(error):
             raise DecompositionError(f"{what} produced NaN or inf; try a lower rank or ratio")
