@@ -28,3 +28,10 @@ def one_line(exc: BaseException) -> str:
     if isinstance(exc, StageError):
         return first
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def cannot(model: object, what: str, exc: BaseException, fix: str) -> UserError:
+    """The one line for a model a library could not capture or trace: `<Model> cannot be <what> (<the library's
+    first line>); <fix>`."""
+    cause = (first_line(exc) or type(exc).__name__)[:200]
+    return UserError(f"{type(model).__name__} cannot be {what} ({cause}); {fix}")

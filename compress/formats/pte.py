@@ -23,7 +23,7 @@ from torch import nn
 
 import compress.techniques.pt2e  # noqa: F401 — the int8 route of this format, imported before the children fork
 from compress.cache import atomic_write
-from compress.errors import UserError, first_line
+from compress.errors import UserError, cannot
 from compress.formats.base import Format
 
 DELEGATES = ("xnnpack", "portable")
@@ -34,10 +34,9 @@ def _program(model: nn.Module, example: torch.Tensor) -> torch.export.ExportedPr
     try:
         return torch.export.export(model.eval(), (example,))
     except Exception as exc:  # torch.export raises UserError, Unsupported, GuardOnDataDependentSymNode, ...
-        first = first_line(exc) or type(exc).__name__
-        raise UserError(
-            f"{type(model).__name__} cannot be exported to .pte by torch.export ({first[:200]}); "
-            "make its forward exportable (no data-dependent control flow) or use export=ptl"
+        raise cannot(
+            model, "exported to .pte by torch.export", exc,
+            "make its forward exportable (no data-dependent control flow) or use export=ptl",
         ) from exc
 
 

@@ -26,7 +26,7 @@ from torchao.quantization.pt2e import (
 )
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
 
-from compress.errors import UserError, first_line
+from compress.errors import cannot
 from compress.techniques.base import Context
 
 OBSERVERS = {"minmax": MinMaxObserver, "histogram": HistogramObserver}
@@ -57,10 +57,9 @@ def _graph(model: nn.Module, ctx: Context) -> torch.fx.GraphModule:
     try:
         return torch.export.export(model, (pair,), dynamic_shapes=({0: Dim("batch")},)).module()
     except Exception as exc:  # torch.export raises UserError, Unsupported, GuardOnDataDependentSymNode, ...
-        first = first_line(exc) or type(exc).__name__
-        raise UserError(
-            f"{type(model).__name__} cannot be captured by torch.export for PT2E int8 ({first[:200]}); "
-            "make its forward exportable (no data-dependent control flow) or use export=ptl"
+        raise cannot(
+            model, "captured by torch.export for PT2E int8", exc,
+            "make its forward exportable (no data-dependent control flow) or use export=ptl",
         ) from exc
 
 

@@ -31,7 +31,7 @@ from torch.ao.quantization import (
 )
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qat_fx
 
-from compress.errors import UserError, first_line
+from compress.errors import cannot
 from compress.techniques.base import Context, quantized_engine
 
 # The one place torch.ao's warnings are silenced: upstream deprecated torch.ao.quantization (and quantized
@@ -78,10 +78,9 @@ def _prepared(prepare: Callable, model: nn.Module, mapping: QConfigMapping, ctx:
     try:
         return prepare(model, mapping, example_inputs=(ctx.example,))
     except Exception as exc:  # FX raises TraceError, TypeError, NotImplementedError, ... depending on the cause
-        first = first_line(exc) or type(exc).__name__
-        raise UserError(
-            f"{type(model).__name__} cannot be FX-traced for int8 quantization ({first}); "
-            "make its forward traceable or use technique=quant_dynamic"
+        raise cannot(
+            model, "FX-traced for int8 quantization", exc,
+            "make its forward traceable or use technique=quant_dynamic",
         ) from exc
 
 
