@@ -34,6 +34,11 @@ def meaningful_lines(text: str, skip: tuple[str, ...] = ()) -> list[str]:
     return [x for x in lines if x and x not in skip and not NOISE.match(x)]
 
 
+def last_line(text: str, default: str, skip: tuple[str, ...] = ()) -> str:
+    """The last meaningful line of a program's output (clipped), or `default` when it printed none."""
+    return clipped(next(iter(meaningful_lines(text, skip)[-1:]), default))
+
+
 def uncaught_exception(text: str) -> tuple[str, str] | None:
     """(exception type, first line of its message) from either C++ runtime's terminate text, else None."""
     match = LIBSTDCXX.search(text) or LIBCXXABI.search(text)
@@ -69,7 +74,7 @@ def launch_failure(code: int, text: str, binary: str, remote_dir: str) -> str | 
             return (f"{name} needs {lib[1]}, which the phone does not have: add device.push_libs=[/path/to/{lib[1]}] "
                     f"(the one from the NDK that built it)")  # fmt: skip
         return f"{name} cannot be linked on this phone ({clipped(link[2])}): rebuild it for the phone's Android version"
-    said = clipped(next(iter(meaningful_lines(text)[-1:]), f"exit code {code}"))
+    said = last_line(text, f"exit code {code}")
     if WRONG_ABI.search(text):
         return f"{name} is built for another CPU ({said}): rebuild it with ANDROID_ABI = the phone's device_abi"
     if code == 126 and NOEXEC.search(text):

@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from adb_bench.causes import clipped, crash, launch_failure, meaningful_lines, with_hint
+from adb_bench.causes import clipped, crash, last_line, launch_failure, with_hint
 from adb_bench.errors import DeviceError
 from adb_bench.parse import Timings, log_messages, parse_executor_runner
 from adb_bench.session import Run
@@ -87,5 +87,5 @@ def failure(run: Run) -> str:
     died = crash(result.code, text, name)
     if died:
         return died
-    last = clipped(next(iter(meaningful_lines(text)[-1:]), "no message"))
+    last = last_line(text, "no message")
     return f"{name} exited with {result.code}: {last}"

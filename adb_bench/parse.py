@@ -8,7 +8,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from adb_bench.causes import clipped, meaningful_lines
+from adb_bench.causes import last_line
 from adb_bench.errors import DeviceError
 
 OBSERVER = re.compile(r"PyTorchObserver\s+(\{.*\})")
@@ -69,7 +69,7 @@ def parse_speed_benchmark(text: str) -> Timings:
     if mean is not None:
         raise GarbledOutput("speed_benchmark_torch ran no timed iteration (Microseconds per iter: inf): "
                             "set device.iters to at least device.rounds")  # fmt: skip
-    last = clipped(next(iter(meaningful_lines(text)[-1:]), "<no output>"))
+    last = last_line(text, "<no output>")
     raise GarbledOutput(f"no latency in speed_benchmark_torch output (no PyTorchObserver line, no summary): {last}")
 
 

@@ -10,7 +10,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from adb_bench.causes import clipped, crash, launch_failure, meaningful_lines, signal_name, with_hint
+from adb_bench.causes import crash, last_line, launch_failure, signal_name, with_hint
 from adb_bench.errors import DeviceError
 from adb_bench.parse import Timings, parse_speed_benchmark, summary_us
 from adb_bench.session import Run
@@ -94,5 +94,4 @@ def failure(result: ShellResult, binary: str, remote_dir: str) -> str:
     died = crash(result.code, text, name)
     if died:
         return with_hint(died, HINTS, died.split(": ", 1)[-1])  # the exception's message, not its type
-    last = next(iter(meaningful_lines(text, PROGRESS)[-1:]), "no message")
-    return f"{name} exited with {result.code}: {clipped(last)}"
+    return f"{name} exited with {result.code}: {last_line(text, 'no message', PROGRESS)}"

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from compress import cache, machine
-from compress.config import build, check_ratio, dataset_identity, plain
+from compress.config import build, check_ratio, data_key, plain
 from compress.data import Data
 from compress.errors import StageError, one_line
 from compress.isolate import Limits, memory_limit_bytes, run_isolated
@@ -94,8 +94,7 @@ def _seeded_model(cfg: DictConfig) -> nn.Module:
 
 def base_stage(cfg: DictConfig, data: Data) -> Done:
     """The trained base model's cache entry {state_dict, train_s} for (model, data, train, seed, threads)."""
-    key = cache.key_of("base", plain(cfg.model), dataset_identity(cfg.dataset, data), plain(cfg.train), cfg.seed,
-                       cfg.threads)  # fmt: skip
+    key = cache.key_of("base", plain(cfg.model), data_key(cfg, data), plain(cfg.train), cfg.seed)
     entry = Path(cfg.cache_dir) / "base" / f"{key}.pt"
 
     def work() -> None:
@@ -130,7 +129,7 @@ def _artifact_key(cfg: DictConfig, data: Data, plan: Plan) -> str:
     """Everything that determines the exported file (a base with no steps ignores technique and fine-tune)."""
     steps = bool(plan.steps)
     model = {k: v for k, v in plain(cfg.model).items() if k != "checkpoint"}  # its content is keyed below
-    parts = [model, dataset_identity(cfg.dataset, data), plain(cfg.train), cfg.seed, cfg.threads]
+    parts = [model, data_key(cfg, data), plain(cfg.train), cfg.seed]
     parts += [plain(plan.technique) if steps else None, plan.ratio, plain(cfg.finetune) if steps else None]
     parts += [plain(cfg.export), plan.format.versions(), plan.engine]
     if cfg.model.get("checkpoint"):
@@ -173,9 +172,9 @@ def bench_stage(cfg: DictConfig, device: Device, ref: Path, path: Path, input_sh
 
 def measured(ref: dict, out: dict, bench: dict) -> dict:
     """The row's comparison and latency columns: against the reference of the same format, timed beside it."""
-    variant, samples = dict(bench["variant"]), bench["variant"]["samples_ms"]
+    variant = dict(bench["variant"])
+    samples = variant.pop("samples_ms")
     notes = [n for n in [out.get("notes"), *variant.pop("notes", [])] if n]
-    variant.pop("samples_ms")
     return variant | latency_columns(samples) | speedup_columns(bench["reference"]["samples_ms"], samples) | {
         "compression_x": ref["size_bytes"] / out["size_bytes"], "acc_delta": out["acc_top1"] - ref["acc_top1"],
         "macs_reduction_x": ref["macs"] / out["macs"] if out["macs"] else float("nan"),
@@ -199,7 +198,8 @@ def _measure(cfg: DictConfig, device: Device, row: dict) -> None:
     device.identity()  # a device that is not there fails the row now, not after training and compressing
     data, fmt = build(cfg.dataset), build(cfg.export)
     plan = Plan.of(cfg, cfg.technique, fmt)  # a bad technique knob fails now, not after training
-    row["ratio"] = float("nan") if plan.ratio is None else plan.ratio  # failed rows too: one row across ratios
+    row |= {"ratio": float("nan") if plan.ratio is None else plan.ratio, "ratio_applies": plan.ratio is not None}
+    # ^ failed rows too: one row across ratios
     base, info = base_model(cfg, data)
     row |= info
     ref = artifact_stage(cfg, data, base, Plan.of(cfg, REFERENCE, fmt))

@@ -74,7 +74,8 @@ def readable(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _shown(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+def shown(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """`columns` of `table` (those it has) as `readable` text."""
     return readable(table)[[c for c in columns if c in table.columns]]
 
 
@@ -110,7 +111,7 @@ def group_blocks(label: str, rows: pd.DataFrame, plot: Path | None) -> list[Bloc
     if plot is not None:
         blocks.append(("img", plot))
     front = pareto_front(rows, PARETO)
-    blocks += [("h3", "Pareto set (accuracy ↑, p50 latency ↓, gzip size ↓)"), ("table", _shown(front, VARIANT), "")]
+    blocks += [("h3", "Pareto set (accuracy ↑, p50 latency ↓, gzip size ↓)"), ("table", shown(front, VARIANT), "")]
     blocks += [("h3", "Best variant under an accuracy budget"), ("list", budget_lines(rows))]
     return blocks
 
@@ -140,9 +141,9 @@ def report_blocks(table: pd.DataFrame, plots: dict[str, Path]) -> list[Block]:
                                           for flag, why in EXPLANATIONS.items()])]  # fmt: skip
     if "device_serial" in table and table["device_serial"].notna().any():
         blocks += [("h2", "Phones"), ("table", phone_table(table), "")]
-    blocks += [("h2", "Every row"), ("table", _shown(table, ROWS), "rows")]
+    blocks += [("h2", "Every row"), ("table", shown(table, ROWS), "rows")]
     if len(failed):
-        blocks += [("h2", "Failed rows"), ("table", _shown(failed, FAILED), "failed")]
+        blocks += [("h2", "Failed rows"), ("table", shown(failed, FAILED), "failed")]
     return blocks
 
 

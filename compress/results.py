@@ -16,7 +16,6 @@ from omegaconf import DictConfig
 from compress.cache import atomic_write, read_json, write_json
 from compress.errors import one_line, trace_log
 from compress.flags import EXPLANATIONS, flags_column
-from compress.report import readable, write_report
 from compress.search import answer
 
 log = logging.getLogger(__name__)
@@ -92,7 +91,9 @@ def collect(folder: Path) -> pd.DataFrame:
 def _human(table: pd.DataFrame) -> str:
     """The end-of-run table (SHOWN columns as `readable` text), then the failed rows' errors and a line
     for each flag that fired."""
-    text = readable(table)[[c for c in SHOWN if c in table]].rename(columns=HEADERS).to_string(index=False)
+    from compress.report import shown  # matplotlib (the report's plots) loads only when a table is printed
+
+    text = shown(table, SHOWN).rename(columns=HEADERS).to_string(index=False)
     errors = [f"  {r.model}/{r.technique}/{r.ratio}: {r.error}" for r in table.itertuples() if r.status == "failed"]
     fired = {flag for cell in table["flags"] for flag in cell.split(";")}
     legend = [f"  {flag}: {why}" for flag, why in EXPLANATIONS.items() if flag in fired]
@@ -118,6 +119,8 @@ def summarize(folder: Path) -> pd.DataFrame:
     if table.empty:
         print(f"no result.json under {folder}")
         return table
+    from compress.report import write_report
+
     report = write_report(table, folder)
     print(_human(table))
     print(f"summary: {folder / 'summary.csv'} ({len(table)} rows)")

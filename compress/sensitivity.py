@@ -21,10 +21,11 @@ from matplotlib.figure import Figure  # no pyplot: drawn by the Agg canvas, no G
 from omegaconf import DictConfig
 from torch import nn
 
-from compress import cache, machine
-from compress.config import build, data_key
+from compress import cache, machine, variant
+from compress.config import build
 from compress.data.base import digest
 from compress.errors import UserError, first_line
+from compress.formats.ptl import Ptl
 from compress.pipeline import base_model
 from compress.techniques.base import Context
 from compress.train import evaluate
@@ -184,10 +185,6 @@ def analyzed_step(technique: DictConfig) -> Analyzable:
     )
 
 
-def _no_finetune(model: nn.Module, epochs: int) -> nn.Module:
-    return model  # the analysis measures each pruned layer as it is
-
-
 def command(overrides: list[str]) -> int:
     """`python cli.py sensitivity [model=... dataset=... technique=prune_channel ...]`: the curves of the base
     model → `outputs/sensitivity/MODEL-DATASET-TECHNIQUE/sensitivity.{csv,png}` and the printed table."""
@@ -196,10 +193,7 @@ def command(overrides: list[str]) -> int:
     torch.set_num_threads(1)  # the base model trains in a forked child (compress/isolate.py)
     data = build(cfg.dataset)
     base, _ = base_model(cfg, data)
-    ctx = Context(
-        data, data.test[0][0].unsqueeze(0), base, _no_finetune, cfg.device.qengine, cfg.seed, cfg.train.batch_size,
-        cache_dir=str(cfg.cache_dir), data_key=data_key(cfg, data),
-    )  # fmt: skip
+    ctx = variant.context(cfg, data, base, Ptl())  # one increment per layer: nothing is fine-tuned
     with machine.computing(cfg.threads):
         torch.set_num_threads(cfg.threads)
         table = curves(step, base, ctx)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,8 +98,7 @@ def write_artifact(cfg: DictConfig, data: Data, base: nn.Module, plan: Plan, fol
         out |= fmt.export(model, ctx.example, path)
         report_part(f"{technique.name}: evaluate the .{fmt.name}")
         out |= evaluate(fmt.load(path), data.test) | metrics.file_sizes(path)
-    out |= {"ratio": math.nan if ratio is None else ratio, "ratio_applies": ratio is not None}
-    out["notes"] = "; ".join(ctx.notes + ([out.pop("export_note")] if out.get("export_note") else []))
-    out.pop("export_note", None)
+    note = out.pop("export_note", None)
+    out["notes"] = "; ".join(ctx.notes + ([note] if note else []))
     cache.write_json(folder / "metrics.json", out)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -13,6 +13,13 @@ from compress.data import Data, make_loader
 from compress.errors import UserError
 from compress.formats.base import Format
 from compress.formats.ptl import Ptl
+
+
+def choice(knob: str, value: str, allowed: Sequence[str]) -> str:
+    """`value` when it is one of `allowed`; else a one-line UserError naming the options."""
+    if value not in allowed:
+        raise UserError(f"{knob}={value!r} is not an option; use one of {', '.join(allowed)}")
+    return value
 
 
 @dataclass

@@ -25,7 +25,7 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from compress.errors import UserError
-from compress.techniques.base import Context, Step
+from compress.techniques.base import Context, Step, choice
 from compress.techniques.groups import prunable_groups
 from compress.techniques.prune import KeptZeros
 from compress.train import Recipe, fit
@@ -58,9 +58,12 @@ def kept_counter(top_energy: torch.Tensor) -> Callable[[float, float], torch.Ten
     return kept
 
 
-def prox_l0_group(groups: torch.Tensor, l0: float, group: float) -> torch.Tensor:
-    """argmin_z ½‖z − x‖² + l0·‖z‖₀ + group·‖z‖₂ for every row x of `groups` (l0 = ηλ₀, group = ηλ_g)."""
-    order, top_energy = _sorted_energy(groups)
+def prox_l0_group(
+    groups: torch.Tensor, l0: float, group: float, ordered: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> torch.Tensor:
+    """argmin_z ½‖z − x‖² + l0·‖z‖₀ + group·‖z‖₂ for every row x of `groups` (l0 = ηλ₀, group = ηλ_g);
+    `ordered` = `_sorted_energy(groups)` when the caller has it already."""
+    order, top_energy = ordered if ordered is not None else _sorted_energy(groups)
     keep = kept_counter(top_energy)(l0, group)
     rank = torch.empty_like(order).scatter_(1, order, torch.arange(groups.shape[1]).expand_as(order))
     norm = top_energy.gather(1, (keep - 1).clamp(min=0)[:, None]).sqrt()
@@ -199,15 +202,18 @@ class Proximal:
         if lr <= 0:  # a step of size 0 moved nothing
             return
         rows = [g.rows() for g in self.groups]
-        scale = 1.0 if self.target is None else self._scale_reaching(rows, self.target(self.steps), lr)
-        for channels, x in zip(self.groups, rows, strict=True):
-            proxed = prox_l0_group(x, scale * lr * self.l0, scale * lr * self.group)
+        ordered = [_sorted_energy(x) for x in rows]  # one sort per group and step, for the search and the prox
+        scale = 1.0 if self.target is None else self._scale_reaching(rows, ordered, self.target(self.steps), lr)
+        for channels, x, sort in zip(self.groups, rows, ordered, strict=True):
+            proxed = prox_l0_group(x, scale * lr * self.l0, scale * lr * self.group, sort)
             strongest = x.norm(dim=1).argmax()  # every layer keeps one channel, as channel pruning does:
             proxed[strongest] = x[strongest]  # a layer whose channels all went to zero would cut the network
             channels.write(proxed)
 
-    def _scale_reaching(self, rows: list[torch.Tensor], sparsity: float, lr: float) -> float:
-        counters = [kept_counter(_sorted_energy(x)[1]) for x in rows]
+    def _scale_reaching(
+        self, rows: list[torch.Tensor], ordered: list[tuple[torch.Tensor, torch.Tensor]], sparsity: float, lr: float
+    ) -> float:
+        counters = [kept_counter(top_energy) for _, top_energy in ordered]
         entries = sum(x.numel() for x in rows)
 
         def reached(scale: float) -> bool:
@@ -263,13 +269,11 @@ class L0GroupPrune(Step):
         strength: str = "ratio",
     ):
         super().__init__(ratio)
-        for knob, value, allowed in (("groups", groups, GROUP_KINDS), ("strength", strength, STRENGTHS)):
-            if value not in allowed:
-                raise UserError(f"{knob}={value!r} is not an option; use one of {', '.join(allowed)}")
+        self.kind = choice("groups", groups, GROUP_KINDS)
+        self.uses_ratio = choice("strength", strength, STRENGTHS) == "ratio"
         if min(l0, group) < 0 or l0 + group == 0 or epochs < 1:
             raise UserError(f"l0 and group must be ≥ 0, not both 0, and epochs ≥ 1; got {l0}, {group}, {epochs}")
-        self.l0, self.group, self.kind, self.epochs, self.lr, self.strength = l0, group, groups, epochs, lr, strength
-        self.uses_ratio = strength == "ratio"
+        self.l0, self.group, self.epochs, self.lr = l0, group, epochs, lr
         self._zeros = KeptZeros()
 
     def apply(self, model: nn.Module, ratio: float | None, ctx: Context) -> nn.Module:

@@ -19,7 +19,7 @@ from torch.utils.hooks import RemovableHandle
 from compress.data import make_loader
 from compress.errors import UserError
 from compress.sensitivity import allocate, allocation_note, curves
-from compress.techniques.base import Context, Step
+from compress.techniques.base import Context, Step, choice
 from compress.techniques.groups import (
     LAYER_TYPES,
     output_layer,
@@ -39,12 +39,6 @@ IMPORTANCES = {
     # Fang et al. 2023 (DepGraph): L2 norm over every layer coupled to the channel
     "group_norm": lambda: tp.importance.MagnitudeImportance(p=2, group_reduction="mean"),
 }
-
-
-def _choice(knob: str, value: str, allowed: Sequence[str]) -> str:
-    if value not in allowed:
-        raise UserError(f"{knob}={value!r} is not an option; use one of {', '.join(allowed)}")
-    return value
 
 
 def _iterations(value: int) -> int:
@@ -109,8 +103,8 @@ class MagnitudePrune(Step):
         retrain_increments: bool = True,
     ):
         super().__init__(ratio)
-        self.scope = _choice("scope", scope, ("layer", "global", "sensitivity"))
-        self.layers = [_choice("layers", name, tuple(LAYER_TYPES)) for name in layers]
+        self.scope = choice("scope", scope, ("layer", "global", "sensitivity"))
+        self.layers = [choice("layers", name, tuple(LAYER_TYPES)) for name in layers]
         self.layer_types = tuple(LAYER_TYPES[name] for name in self.layers)
         self.iterations = _iterations(iterations)
         self.retrain_increments = retrain_increments
@@ -192,8 +186,8 @@ class ChannelPrune(Step):
         max_layer_ratio: float = 0.9,
     ):
         super().__init__(ratio)
-        self.importance = _choice("importance", importance, tuple(IMPORTANCES))
-        self.scope = _choice("scope", scope, ("uniform", "global", "sensitivity"))
+        self.importance = choice("importance", importance, tuple(IMPORTANCES))
+        self.scope = choice("scope", scope, ("uniform", "global", "sensitivity"))
         self.iterations = _iterations(iterations)
         self.retrain_increments = retrain_increments
         self.taylor_batches = taylor_batches
@@ -265,7 +259,7 @@ class ChannelPrune(Step):
         return {name: widths[m] for name, m in model.named_modules() if m in widths}  # in the model's order
 
     def prune_alone(self, model: nn.Module, layer: str, ratio: float, ctx: Context) -> nn.Module:
-        width = _width(model.get_submodule(layer))
+        width = _channels(model.get_submodule(layer))
         return self._prune(model, 0.0, {layer: _keeping_one(width, ratio)}, 1, ctx)
 
 
@@ -273,11 +267,6 @@ def _keeping_one(width: int, ratio: float) -> float:
     """`ratio`, lowered for a layer so narrow that it would lose every channel (torch-pruning then skips the
     layer altogether): it keeps one channel."""
     return 1 - 1.5 / width if 1 < width < 1 / (1 - ratio) else ratio
-
-
-def _width(layer: nn.Module) -> int:
-    """Output channels of a conv, output features of a linear layer."""
-    return layer.out_channels if isinstance(layer, nn.modules.conv._ConvNd) else layer.out_features
 
 
 def _channels(model: nn.Module) -> int:
