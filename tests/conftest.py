@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,13 @@ from compress.techniques.base import Context
 from compress.train import Recipe, fit
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python cli.py ARGS` in the repository, as a user runs it (one-line errors: HYDRA_FULL_ERROR=0)."""
+    env = os.environ | {"HYDRA_FULL_ERROR": "0"} | (env or {})
+    command = [sys.executable, str(ROOT / "cli.py"), *args]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 # torch.export in this process (tests/test_pte.py) registers a device with autograd's engine; an engine that first
 # starts after that marks every later fork as unable to run backward, and the pipeline's stage children (forks of

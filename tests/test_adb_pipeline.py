@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from adb_emulator.harness import attached_phone
 from adb_emulator.phone import make_fake_binary
+from conftest import cli
 
 from adb_bench.errors import DeviceError
 from compress.config import build
 from compress.pipeline import run_variant
 from compress.results import fail, identity
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["model=mlp", "train.epochs=1", "finetune.epochs=0", "dataset.limit_train=256", "dataset.limit_test=64"]
 
 
@@ -29,10 +27,6 @@ def device_overrides(server, serial: str, tmp_path: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "cli.py", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
-
-
 @pytest.mark.slow
 def test_cli_sweep_on_a_pool_times_reference_and_variant_in_one_session(server, phone, tmp_path, cache_dir):
     """device.serial=[A,B]: each variant's session ran on one of the two phones, and the row says which."""
@@ -40,7 +34,7 @@ def test_cli_sweep_on_a_pool_times_reference_and_variant_in_one_session(server, 
         models = {phone.serial: "adb:Pixel Emu", other.serial: "adb:Pixel Emu B"}
         sweep, pool = tmp_path / "sweep", f"[{phone.serial},{other.serial}]"
         args = ["-m", "technique=none,prune_magnitude", "ratio=0.5", *SMALL, *device_overrides(server, pool, tmp_path)]
-        done = cli(*args, f"cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}")
+        done = cli(*args, f"cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}", timeout=300)
         runs = [c for c in phone.commands + other.commands if "--model=" in c]
     assert done.returncode == 0, done.stderr[-2000:]
     table = pd.read_csv(sweep / "summary.csv")
@@ -71,7 +65,7 @@ def test_a_pool_hits_the_benchmark_cache_whichever_phone_ran_it(server, phone, t
 def test_cli_with_no_phone_prints_one_line_and_no_traceback(server, tmp_path, cache_dir):
     binary = make_fake_binary(tmp_path / "speed_benchmark_torch")
     args = [*SMALL, "device=adb", f"device.binary={binary}", f"device.server_port={server.port}"]
-    done = cli(*args, f"cache_dir={cache_dir}", f"hydra.run.dir={tmp_path / 'run'}")
+    done = cli(*args, f"cache_dir={cache_dir}", f"hydra.run.dir={tmp_path / 'run'}", timeout=300)
     printed = done.stdout + done.stderr
     assert done.returncode == 1 and "Traceback" not in printed and 'File "' not in printed
     said = {line.split("DeviceError: ", 1)[1] for line in printed.splitlines() if "DeviceError: " in line}

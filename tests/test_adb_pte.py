@@ -12,7 +12,8 @@ import pytest
 import torch
 from adb_emulator.harness import adb_device
 from adb_emulator.phone import make_fake_binary, make_fake_executor_runner
-from test_adb_pipeline import SMALL, cli
+from conftest import cli
+from test_adb_pipeline import SMALL
 
 from adb_bench.adb import AdbDevice
 from adb_bench.errors import DeviceError
@@ -307,7 +308,7 @@ def test_cli_sweep_times_pte_files_on_the_phone_and_a_broken_runner_is_a_failed_
               "device.iters=3", "device.rounds=1", f"device.lock_dir={tmp_path / 'locks'}"]  # fmt: skip
     sweep = tmp_path / "sweep"
     done = cli("-m", "export=pte", f"device.et_runner={good},{broken}", *SMALL, *device, f"cache_dir={cache_dir}",
-               f"hydra.sweep.dir={sweep}")  # fmt: skip
+               f"hydra.sweep.dir={sweep}", timeout=300)  # fmt: skip
     assert done.returncode == 1, done.stderr[-2000:]  # a failed row makes the sweep exit non-zero, at the end
     table = pd.read_csv(sweep / "summary.csv")
     assert list(table["status"]) == ["ok", "failed"] and (table["format"] == "pte").all()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -12,16 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import ROOT, cli
 
-ROOT = Path(__file__).resolve().parents[1]
 FAST = ["train.epochs=3", "device.iters=5", "device.warmup=1", "device.min_time_s=0"]
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    env = os.environ | {"HYDRA_FULL_ERROR": "0"}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "cli.py"), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
-    )
 
 
 def run_once(tmp_path: Path, run_dir: str, *overrides: str) -> tuple[subprocess.CompletedProcess, dict]:

@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
+from conftest import ROOT, cli
 
 from compress.errors import StageError
 from compress.isolate import Limits, report_part, run_isolated
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
@@ -23,11 +19,10 @@ def test_memory_crash_and_hang_are_failed_rows_and_the_next_variant_of_the_sweep
     steps = ["{_target_:misbehaving.Allocate,gb:4}", "{_target_:misbehaving.Segfault}", "{_target_:misbehaving.Hang}",
              "{_target_:compress.techniques.cluster.Cluster}"]  # fmt: skip
     swept = "technique.steps=" + ",".join(f"[{s}]" for s in steps)  # one job per list of steps
-    command = [sys.executable, "cli.py", "-m", "technique=cluster", swept, "limits.memory_gb=3", "limits.variant_s=15",
+    command = ["-m", "technique=cluster", swept, "limits.memory_gb=3", "limits.variant_s=15",
                "train.epochs=1", "finetune.epochs=0", "device.warmup=1", "device.iters=20", "device.min_time_s=0",
                f"cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]  # fmt: skip
-    env = os.environ | {"PYTHONPATH": str(ROOT / "tests")}  # where the misbehaving steps are
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    done = cli(*command, env={"PYTHONPATH": str(ROOT / "tests")})  # where the misbehaving steps are
     assert done.returncode == 1  # failed rows make the sweep exit 1, at its end
     rows = [json.loads((tmp_path / "sweep" / str(job) / "result.json").read_text()) for job in range(4)]
     errors = [row["error"] for row in rows]

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import itertools
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import ROOT, cli
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ValueType
 from omegaconf import DictConfig
 
-ROOT = Path(__file__).resolve().parents[1]
 TECHNIQUES = {p.stem for p in (ROOT / "conf" / "technique").glob("*.yaml")}
 NEEDS_BATCHNORM = {"prune_slim"}  # network slimming scales BN layers; LeNet-5 has none
 
@@ -77,12 +74,12 @@ def test_reduced_quickstart_runs_end_to_end(tmp_path):
     """The README's command with short training, at one ratio, over the preset's techniques that exist."""
     techniques = sorted({v["technique"] for v in _variants(_compose("sweep=quickstart"))} & TECHNIQUES)
     command = [
-        sys.executable, "cli.py", "sweep=quickstart", f"technique={','.join(techniques)}", "ratio=0.5",
+        "sweep=quickstart", f"technique={','.join(techniques)}", "ratio=0.5",
         "train.epochs=1", "finetune.epochs=0", "finetune.between_epochs=0", "dataset.limit_train=500",
         "dataset.limit_test=100", "device.warmup=1", "device.iters=2", "device.min_time_s=0",
         f"cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
     ]  # fmt: skip
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    done = cli(*command, timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     table = pd.read_csv(tmp_path / "sweep" / "summary.csv")
     assert sorted(table["technique"]) == techniques

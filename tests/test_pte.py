@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from conftest import ROOT, make_context
+from conftest import ROOT, cli, make_context
 from executorch.extension.pybindings import portable_lib
 from misbehaving import DataDependent
 from torch import nn
@@ -281,10 +279,9 @@ def test_every_technique_exports_to_pte(make_cfg, technique):
 
 @pytest.mark.slow
 def test_a_sweep_over_both_formats_gives_rows_side_by_side(tmp_path):
-    command = [sys.executable, str(ROOT / "cli.py"), "-m", "export=ptl,pte", "technique=quant_static",
-               f"cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={tmp_path / 'sweep'}", "train.epochs=1",
-               "finetune.epochs=0", "device.iters=5", "device.warmup=1", "device.min_time_s=0"]  # fmt: skip
-    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    proc = cli("-m", "export=ptl,pte", "technique=quant_static", f"cache_dir={tmp_path / 'cache'}",
+               f"hydra.sweep.dir={tmp_path / 'sweep'}", "train.epochs=1", "finetune.epochs=0", "device.iters=5",
+               "device.warmup=1", "device.min_time_s=0", timeout=900)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     table = pd.read_csv(tmp_path / "sweep" / "summary.csv")
     assert list(table["format"]) == ["ptl", "pte"] and set(table["status"]) == {"ok"}

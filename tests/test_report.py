@@ -6,15 +6,13 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
-import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
 import matplotlib.image
 import pandas as pd
 import pytest
+from conftest import cli
 from matplotlib.collections import PathCollection
 from sweep_table import EXPECTED_FLAGS, quickstart_table
 
@@ -23,7 +21,6 @@ from compress.plots import comparable_groups, pareto_figure, technique_styles, w
 from compress.report import budget_lines, readable, write_report
 from compress.results import summarize
 
-ROOT = Path(__file__).resolve().parents[1]
 HOST = "lenet5 / mnist5k / host:x86_64 / ptl"
 
 
@@ -159,9 +156,7 @@ def test_sweep_writes_a_report_and_prints_progress_without_control_characters(tm
     args = ["-m", "technique=none,prune_magnitude", "ratio=0.5,0.9", f"cache_dir={tmp_path / 'cache'}",
             f"hydra.sweep.dir={sweep}", "train.epochs=2", "finetune.epochs=1", "device.iters=20",
             "device.warmup=2", "device.min_time_s=0"]  # fmt: skip
-    env = os.environ | {"HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=900)  # fmt: skip
+    proc = cli(*args, env={"OMP_NUM_THREADS": "1"}, timeout=900)
     assert proc.returncode == 0, proc.stderr
     summary = pd.read_csv(sweep / "summary.csv")
     assert len(summary) == 3  # none ignores ratio: its two jobs are one row

@@ -8,19 +8,18 @@ import multiprocessing
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import cli
 from omegaconf import OmegaConf
 
 from compress import cache
 from compress.errors import UserError, one_line
 from compress.pipeline import once
 
-ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["train.epochs=1", "finetune.epochs=1", "dataset.limit_train=1000", "dataset.limit_test=300",
          "device.warmup=1", "device.iters=20", "device.min_time_s=0"]  # fmt: skip
 SWEEP = ["technique=none,prune_magnitude,prune_channel,quant_dynamic", "ratio=0.5"]
@@ -30,9 +29,7 @@ SAME = ["acc_top1", "size_bytes", "macs", "nonzero_params", "params"]  # what mu
 
 def sweep(tmp_path: Path, name: str, cache_dir: Path, *launcher: str) -> tuple[subprocess.CompletedProcess, Table]:
     out = tmp_path / name
-    command = [sys.executable, "cli.py", "-m", *SWEEP, *QUICK, *launcher, f"cache_dir={cache_dir}",
-               f"hydra.sweep.dir={out}"]  # fmt: skip
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    done = cli("-m", *SWEEP, *QUICK, *launcher, f"cache_dir={cache_dir}", f"hydra.sweep.dir={out}", timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     return done, pd.read_csv(out / "summary.csv").set_index("technique").sort_index()
 
@@ -112,10 +109,9 @@ def test_a_stage_that_fails_fails_the_job_waiting_for_it_without_a_second_attemp
 @pytest.mark.slow
 def test_search_gives_a_row_per_trial_and_a_pareto_set_and_a_failing_trial_does_not_stop_it(tmp_path):
     def search(name: str, techniques: str, trials: int) -> tuple[subprocess.CompletedProcess, pd.DataFrame]:
-        command = [sys.executable, "cli.py", "sweep=search", f"hydra.sweeper.n_trials={trials}",
-                   f"technique=choice({techniques})", *QUICK, "finetune.epochs=0", f"cache_dir={tmp_path / 'cache'}",
-                   f"hydra.sweep.dir={tmp_path / name}"]  # fmt: skip
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+        done = cli("sweep=search", f"hydra.sweeper.n_trials={trials}", f"technique=choice({techniques})", *QUICK,
+                   "finetune.epochs=0", f"cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={tmp_path / name}",
+                   timeout=900)  # fmt: skip
         return done, pd.read_csv(tmp_path / name / "summary.csv")
 
     done, table = search("ok", "prune_channel,quant_dynamic", 3)

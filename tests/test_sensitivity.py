@@ -4,14 +4,11 @@ for channel and magnitude pruning, and the `python cli.py sensitivity` command."
 from __future__ import annotations
 
 import copy
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+from conftest import cli
 from torch import nn
 
 from adb_bench.host import HostDevice
@@ -20,8 +17,6 @@ from compress.errors import UserError
 from compress.sensitivity import RATIOS, allocate, command
 from compress.techniques.prune import ChannelPrune, MagnitudePrune
 from compress.train import evaluate
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def curves_of(**drops: tuple[int, list[float]]) -> pd.DataFrame:
@@ -120,11 +115,7 @@ def test_command_refuses_techniques_without_a_pruning_step_and_sweeps(tmp_path, 
 
 @pytest.mark.slow
 def test_cli_sensitivity_errors_are_one_line():
-    env = os.environ | {"HYDRA_FULL_ERROR": "0"}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "cli.py"), "sensitivity", "technique=cluster"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    proc = cli("sensitivity", "technique=cluster", timeout=300)
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
         "error: technique cluster has no pruning step to analyse; use technique=prune_channel or prune_magnitude"
