@@ -13,7 +13,7 @@ from compress.data import Data
 from compress.errors import UserError
 
 # Keys that describe a node or that the pipeline handles itself: never constructor arguments.
-NOT_ARGUMENTS = ("name", "checkpoint", "min_size")
+NOT_ARGUMENTS = ("name", "checkpoint", "min_size", "workers")
 # Dataset keys that say where the data is, not what it is: never in a cache key (a moved cache or data still hits).
 LOCATION_KEYS = ("root", "cache_dir", "download")
 

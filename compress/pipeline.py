@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from compress import cache, machine
+from compress import accel, cache, machine
 from compress.config import build, check_ratio, data_key, plain
 from compress.data import Data
 from compress.errors import StageError, one_line
@@ -84,7 +84,7 @@ def once(stage: str, entry: Path, read: Callable[[], Any], work: Callable[[], No
 
 
 def _computing(cfg: DictConfig) -> Callable[[], contextlib.AbstractContextManager[float]]:
-    return lambda: machine.computing(cfg.threads)
+    return lambda: machine.computing(cfg.threads, accel.gpu_ids(cfg), cfg.train.jobs_per_gpu)
 
 
 def _seeded_model(cfg: DictConfig) -> nn.Module:
@@ -94,14 +94,15 @@ def _seeded_model(cfg: DictConfig) -> nn.Module:
 
 def base_stage(cfg: DictConfig, data: Data) -> Done:
     """The trained base model's cache entry {state_dict, train_s} for (model, data, train, seed, threads)."""
-    key = cache.key_of("base", plain(cfg.model), data_key(cfg, data), plain(cfg.train), cfg.seed)
+    key = cache.key_of("base", plain(cfg.model), data_key(cfg, data), accel.train_key(cfg), cfg.seed)
     entry = Path(cfg.cache_dir) / "base" / f"{key}.pt"
 
     def work() -> None:
         torch.set_num_threads(cfg.threads)
+        accel.use(cfg)
         log.info("base model: training %s", entry)
         model, start = _seeded_model(cfg), time.perf_counter()
-        fit(model, data.train, Recipe(**cfg.train), cfg.seed)
+        fit(model, data.train, Recipe.of(cfg.train), cfg.seed)
         cache.save_state(entry, {"state_dict": model.state_dict(), "train_s": time.perf_counter() - start})
 
     return once("base", entry, lambda: cache.load_state(entry), work, cfg, _computing(cfg))
@@ -129,7 +130,7 @@ def _artifact_key(cfg: DictConfig, data: Data, plan: Plan) -> str:
     """Everything that determines the exported file (a base with no steps ignores technique and fine-tune)."""
     steps = bool(plan.steps)
     model = {k: v for k, v in plain(cfg.model).items() if k != "checkpoint"}  # its content is keyed below
-    parts = [model, data_key(cfg, data), plain(cfg.train), cfg.seed]
+    parts = [model, data_key(cfg, data), accel.train_key(cfg), cfg.seed]
     parts += [plain(plan.technique) if steps else None, plan.ratio, plain(cfg.finetune) if steps else None]
     parts += [plain(cfg.export), plan.format.versions(), plan.engine]
     if cfg.model.get("checkpoint"):
@@ -148,6 +149,7 @@ def artifact_stage(cfg: DictConfig, data: Data, base: nn.Module, plan: Plan) -> 
 
     def work() -> None:
         torch.set_num_threads(cfg.threads)
+        accel.use(cfg)
         write_artifact(cfg, data, base, plan, folder)
 
     return once("variant", folder, read, work, cfg, _computing(cfg))
@@ -196,6 +198,7 @@ def run_variant(cfg: DictConfig, device: Device, row: dict) -> None:
 
 def _measure(cfg: DictConfig, device: Device, row: dict) -> None:
     device.identity()  # a device that is not there fails the row now, not after training and compressing
+    row |= {"train_device": accel.described(accel.check(cfg)), "train_precision": cfg.train.precision}
     data, fmt = build(cfg.dataset), build(cfg.export)
     plan = Plan.of(cfg, cfg.technique, fmt)  # a bad technique knob fails now, not after training
     row |= {"ratio": float("nan") if plan.ratio is None else plan.ratio, "ratio_applies": plan.ratio is not None}

@@ -26,7 +26,7 @@ COLUMNS = [
     "params", "nonzero_params", "macs", "size_bytes", "size_gzip_bytes", "compression_x",
     "acc_top1", "acc_delta", "format", "device", "threads", "qengine",
     "latency_ms_p50", "latency_ms_p90", "latency_ms_mean", "latency_ms_std", "speedup_x",
-    "train_s", "compress_s", "finetune_s", "bench_s",
+    "train_s", "compress_s", "finetune_s", "bench_s", "train_device", "train_precision",
     "latency_ms_p50_lo", "latency_ms_p50_hi", "speedup_x_lo", "speedup_x_hi", "ref_latency_ms_p50",
     "macs_reduction_x", "speedup_efficiency", "nonzero_reduction_x",
     "acc_top5", "acc_before_finetune", "latency_ms_min", "iters", "host_load_1m", "ratio_applies",

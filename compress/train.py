@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 from tqdm.contrib.logging import tqdm_logging_redirect
 
+from compress import accel
 from compress.data import make_loader
 from compress.errors import UserError
 
@@ -33,6 +34,12 @@ class Recipe:
     weight_decay: float = 5e-4
     schedule: str = "cosine"
     grad_clip: float | None = None  # max global gradient norm; None = no clipping
+
+    @classmethod
+    def of(cls, node: Mapping, **changes: object) -> Recipe:
+        """The recipe in a `train:`-like block (its device and precision knobs are compress/accel.py's)."""
+        given = {f.name: node[f.name] for f in fields(cls) if f.name in node}
+        return cls(**(given | changes))
 
 
 @dataclass
@@ -97,42 +104,56 @@ def fit(
     if recipe.epochs <= 0:
         return model.eval()
     torch.manual_seed(seed)
-    loader = make_loader(train, recipe.batch_size, shuffle=True, seed=seed)
-    opt = _optimizer(model, recipe)
+    training = accel.current()
+    loader = make_loader(train, recipe.batch_size, shuffle=True, seed=seed, workers=training.workers,
+                         pin_memory=training.pin_memory)  # fmt: skip
+    model.to(training.device)
+    if distill:
+        distill.teacher.to(training.device)
+    opt, scaler = _optimizer(model, recipe), training.scaler()
     sched = _scheduler(opt, recipe, recipe.epochs * len(loader))
     with _progress(recipe.epochs * len(loader), label) as progress:
         for epoch in range(recipe.epochs):
             model.train()
             total, batches = 0.0, 0
             for x, y in loader:
-                logits = model(x)
-                loss = distill.loss(logits, x, y) if distill else F.cross_entropy(logits, y)
-                if extra_loss is not None:
-                    loss = loss + extra_loss(model)
+                x, y = x.to(training.device, non_blocking=True), y.to(training.device, non_blocking=True)
+                with training.autocast():
+                    logits = model(x)
+                    loss = distill.loss(logits, x, y) if distill else F.cross_entropy(logits, y)
+                    if extra_loss is not None:
+                        loss = loss + extra_loss(model)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(loss).backward()
                 if recipe.grad_clip:
+                    scaler.unscale_(opt)
                     nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-                opt.step()
+                scaler.step(opt)
+                scaler.update()
                 sched.step()
                 total, batches = total + loss.item(), batches + 1
                 progress.set_postfix_str(f"epoch {epoch + 1}/{recipe.epochs} loss {total / batches:.4f}", False)
                 progress.update()
             log.info("%s epoch %d/%d loss %.4f", label, epoch + 1, recipe.epochs, total / max(batches, 1))
-    return model.eval()
+    if distill:
+        distill.teacher.cpu()
+    return model.cpu().eval()  # export and every CPU-side measurement take it from here
 
 
 @torch.no_grad()
 def evaluate(forward: Callable[[torch.Tensor], torch.Tensor], test: Dataset, batch_size: int = 250) -> dict:
     """Top-1 and top-5 accuracy of any callable mapping a batch to logits (a module or a loaded .ptl)."""
+    device = accel.current().device if isinstance(forward, nn.Module) else torch.device("cpu")  # a file: the CPU
     if isinstance(forward, nn.Module):
-        forward.eval()
+        forward.to(device).eval()
     top1 = top5 = n = 0
-    for x, y in make_loader(test, batch_size, shuffle=False):
-        logits = forward(x)
+    for x, y in make_loader(test, batch_size, shuffle=False, workers=accel.current().workers):
+        logits = forward(x.to(device)).cpu()
         k = min(5, logits.shape[1])
         best = logits.topk(k, dim=1).indices
         top1 += (best[:, 0] == y).sum().item()
         top5 += (best == y[:, None]).any(dim=1).sum().item()
         n += len(y)
+    if isinstance(forward, nn.Module):
+        forward.cpu()
     return {"acc_top1": top1 / n, "acc_top5": top5 / n}

@@ -43,12 +43,12 @@ class Plan:
 
 def context(cfg: DictConfig, data: Data, base: nn.Module, fmt: Format) -> Context:
     """The runtime objects the steps get: data, example input, the base model as teacher, the fine-tune recipe."""
-    recipe = dict(cfg.train) | {k: cfg.finetune[k] for k in ("lr", "schedule")}
+    recipe = {k: cfg.finetune[k] for k in ("lr", "schedule")}
     distill = Distill(base, cfg.finetune.temperature, cfg.finetune.alpha) if cfg.finetune.distill else None
 
     def finetune(model: nn.Module, epochs: int) -> nn.Module:
         label = "distill" if distill else "fine-tune"
-        return fit(model, data.train, Recipe(**(recipe | {"epochs": epochs})), cfg.seed, distill, label=label)
+        return fit(model, data.train, Recipe.of(cfg.train, **recipe, epochs=epochs), cfg.seed, distill, label=label)
 
     example = data.test[0][0].unsqueeze(0)
     return Context(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
@@ -63,7 +65,20 @@ def check_shape(name: str, expected: Sequence[int], classes: int, input_shape: S
         )
 
 
-def make_loader(ds: Dataset, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
-    """A single-process loader; shuffling is driven by its own seeded generator (deterministic)."""
+def _seed_worker(worker_id: int) -> None:
+    """Python's and NumPy's generators in a loader worker, from the seed torch gave it (the loader's generator
+    draws the base seed; worker i gets base + i): transforms that use them are reproducible too."""
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def make_loader(ds: Dataset, batch_size: int, shuffle: bool, seed: int = 0, workers: int = 0,
+                pin_memory: bool = False) -> DataLoader:  # fmt: skip
+    """A loader whose shuffling and workers' seeds come from its own seeded generator (deterministic); `workers`
+    processes load and augment the samples (0: this process), pinned when they go to a GPU."""
     gen = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=gen, num_workers=0)
+    return DataLoader(
+        ds, batch_size=batch_size, shuffle=shuffle, generator=gen, num_workers=workers, pin_memory=pin_memory,
+        persistent_workers=workers > 0 and pin_memory, worker_init_fn=_seed_worker if workers else None,
+    )  # fmt: skip
