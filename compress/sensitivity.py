@@ -21,7 +21,7 @@ from matplotlib.figure import Figure  # no pyplot: drawn by the Agg canvas, no G
 from omegaconf import DictConfig
 from torch import nn
 
-from compress import cache, machine, variant
+from compress import accel, cache, machine, variant
 from compress.config import build
 from compress.data.base import digest
 from compress.errors import UserError, first_line
@@ -190,12 +190,14 @@ def command(overrides: list[str]) -> int:
     model → `outputs/sensitivity/MODEL-DATASET-TECHNIQUE/sensitivity.{csv,png}` and the printed table."""
     cfg = _composed(overrides)
     step = analyzed_step(cfg.technique)
+    accel.check(cfg)  # a device that is not there: one line now, before the base model trains
     torch.set_num_threads(1)  # the base model trains in a forked child (compress/isolate.py)
     data = build(cfg.dataset)
     base, _ = base_model(cfg, data)
     ctx = variant.context(cfg, data, base, Ptl())  # one increment per layer: nothing is fine-tuned
-    with machine.computing(cfg.threads):
+    with machine.computing(cfg.threads, accel.gpu_ids(cfg), cfg.train.jobs_per_gpu):
         torch.set_num_threads(cfg.threads)
+        accel.use(cfg)  # this process's forks are done: the curves may start CUDA here
         table = curves(step, base, ctx)
     name = f"{cfg.model.name}-{cfg.dataset.name}-{cfg.technique.name}"
     csv, png = write_report(table, OUTPUT / name, f"sensitivity: {name.replace('-', ' / ')}")
