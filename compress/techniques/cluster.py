@@ -71,9 +71,11 @@ def _mean_gradient_per_cluster(labels: torch.Tensor, k: int) -> Callable[[torch.
     counts = torch.bincount(labels, minlength=k + 1).clamp(min=1)
 
     def hook(grad: torch.Tensor) -> torch.Tensor:
-        means = torch.zeros(k + 1, dtype=grad.dtype).index_add_(0, labels, grad.flatten()) / counts
+        where = labels.to(grad.device)  # fine-tuned on train.device (a no-op on the CPU)
+        means = torch.zeros(k + 1, dtype=grad.dtype, device=grad.device).index_add_(0, where, grad.flatten())
+        means = means / counts.to(grad.device)
         means[k] = 0
-        return means[labels].view_as(grad)
+        return means[where].view_as(grad)
 
     return hook
 

@@ -66,7 +66,7 @@ class KeptZeros:
         if weight in self._hooks:
             self._hooks.pop(weight).remove()
         mask = (weight != 0).to(weight.dtype)
-        self._hooks[weight] = weight.register_hook(lambda grad: grad * mask)
+        self._hooks[weight] = weight.register_hook(lambda grad: grad * mask.to(grad.device))
 
     def release(self) -> None:
         for handle in self._hooks.values():
