@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from adb_bench.cpu import this_cpu
+from adb_bench.cpu import other_cpu, read_clock, this_cpu
 
 BLOCK = 20  # timed runs of one file before the session switches to the next: conditions are shared, caches warm
 
@@ -76,6 +76,7 @@ class HostDevice:
         previous = torch.get_num_threads(), torch.backends.quantized.engine
         torch.set_num_threads(self.threads)
         torch.backends.quantized.engine = self.qengine  # time quantized models under their engine
+        start = read_clock()
         try:
             x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(0))
             modules = [LOADERS[Path(p).suffix](p) for p in model_paths]
@@ -84,7 +85,8 @@ class HostDevice:
         finally:
             torch.set_num_threads(previous[0])
             torch.backends.quantized.engine = previous[1]
-        common = {"device": f"host:{platform.machine()}", "threads": self.threads, **this_cpu()}
+        busy = other_cpu(start, read_clock())  # cores other processes kept busy meanwhile
+        common = {"device": f"host:{platform.machine()}", "threads": self.threads, **this_cpu(), "host_other_cpu": busy}
         return [
             {"samples_ms": s, **common, "qengine": self.qengine if ptl else None}
             for s, ptl in zip(sessions, (Path(p).suffix == ".ptl" for p in model_paths), strict=True)
