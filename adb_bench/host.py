@@ -5,25 +5,15 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
+from adb_bench.cpu import other_cpu, read_clock, this_cpu
+
 BLOCK = 20  # timed runs of one file before the session switches to the next: conditions are shared, caches warm
-
-
-def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo on Linux, where platform.processor() is empty): machines that share a
-    cache keep their own timings."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(errors="replace"), re.MULTILINE)
-        if found:
-            return found[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def load_lite(path: str) -> Callable[[torch.Tensor], object]:
@@ -62,7 +52,7 @@ class HostDevice:
 
     def identity(self) -> dict:
         return {
-            "device": f"host:{platform.machine()}", "cpu": cpu_model(), "cores": os.cpu_count(),
+            "device": f"host:{platform.machine()}", **this_cpu(), "cores": os.cpu_count(),
             "torch": torch.__version__, "threads": self.threads, "warmup": self.warmup,
             "iters": self.iters, "min_time_s": self.min_time_s, "qengine": self.qengine, "block": BLOCK,
         }  # fmt: skip
@@ -86,6 +76,7 @@ class HostDevice:
         previous = torch.get_num_threads(), torch.backends.quantized.engine
         torch.set_num_threads(self.threads)
         torch.backends.quantized.engine = self.qengine  # time quantized models under their engine
+        start = read_clock()
         try:
             x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(0))
             modules = [LOADERS[Path(p).suffix](p) for p in model_paths]
@@ -94,8 +85,9 @@ class HostDevice:
         finally:
             torch.set_num_threads(previous[0])
             torch.backends.quantized.engine = previous[1]
-        device = f"host:{platform.machine()}"
+        busy = other_cpu(start, read_clock())  # cores other processes kept busy meanwhile
+        common = {"device": f"host:{platform.machine()}", "threads": self.threads, **this_cpu(), "host_other_cpu": busy}
         return [
-            {"samples_ms": s, "device": device, "threads": self.threads, "qengine": self.qengine if ptl else None}
+            {"samples_ms": s, **common, "qengine": self.qengine if ptl else None}
             for s, ptl in zip(sessions, (Path(p).suffix == ".ptl" for p in model_paths), strict=True)
         ]

@@ -12,6 +12,8 @@ MACS_REDUCTION = 1.5  # "MACs ≥ 1.5× fewer"
 NONZERO_REDUCTION = 2.0  # "nonzeros ≥ 2× fewer"
 SHRINK = 1.05  # a file less than 5% smaller "did not shrink"
 COLLAPSE = 0.10  # accuracy more than 10 points below the base
+BUSY_CORES = 0.25  # other processes kept more than a quarter of a core busy on average while the host timed
+# (idle: ~0.02; a compiler or a `while True` loop: ~1 per process they run; README)
 SAME_SPEED = 1.03  # speedups within 3% either way count as no change: one pair's speedup_x moves that much from
 # one benchmark process to the next on a shared machine, more than its in-session interval says (README)
 
@@ -26,6 +28,8 @@ EXPLANATIONS = {
     "no_size_reduction": f"≥ {NONZERO_REDUCTION:g}× fewer nonzero parameters but the file shrank by less than "
     f"{SHRINK - 1:.0%}: the zeros are stored densely (size_gzip_bytes shows what compression recovers)",
     "accuracy_collapse": f"top-1 accuracy more than {COLLAPSE * 100:g} points below the base model",
+    "busy_host": f"other processes kept more than {BUSY_CORES:g} cores of the host busy on average while it timed "
+    "(host_other_cpu): its latencies and speedup were measured under load",
 }
 
 
@@ -46,9 +50,12 @@ def _speedup_interval(row: Mapping[str, Any]) -> tuple[float, float]:
 
 
 def row_flags(row: Mapping[str, Any]) -> list[str]:
-    """The flags that hold for one row (by name, in EXPLANATIONS order); none for failed rows and the base."""
-    if row.get("status") != "ok" or row.get("technique") == "none":
+    """The flags that hold for one row (by name, in EXPLANATIONS order); none for failed rows; the base row only
+    `busy_host` (its own latency was measured under load too)."""
+    if row.get("status") != "ok":
         return []
+    if row.get("technique") == "none":
+        return ["busy_host"] if _number(row, "host_other_cpu") > BUSY_CORES else []
     lo, hi = _speedup_interval(row)
     holds = {
         "within_noise": lo <= SAME_SPEED and hi >= 1 / SAME_SPEED,
@@ -57,6 +64,7 @@ def row_flags(row: Mapping[str, Any]) -> list[str]:
         "no_size_reduction": _number(row, "nonzero_reduction_x") >= NONZERO_REDUCTION
         and _number(row, "compression_x") < SHRINK,
         "accuracy_collapse": _number(row, "acc_delta") < -COLLAPSE,
+        "busy_host": _number(row, "host_other_cpu") > BUSY_CORES,
     }
     return [flag for flag in EXPLANATIONS if holds[flag]]
 

@@ -1,6 +1,6 @@
 """The sweep report: `report.md` and a self-contained `report.html` (plots embedded) with, per group of
 comparable rows, the Pareto plots, the Pareto set and the best variant under accuracy budgets; then the
-flags explained, the phones, every row and the failed rows with their errors."""
+flags explained (with the rows timed on a busy host), the phones, every row and the failed rows with their errors."""
 
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ VARIANT = ["technique", "ratio", "acc_top1", "acc_delta", "latency_ms_p50", "spe
 PHONE = ["device_serial", "device_model", "device_soc", "device_board", "device_abi", "android"]
 TEMPS = ["battery_temp_c_before", "battery_temp_c_after"]
 FAILED = ["model", "dataset", "device", "technique", "ratio", "seed", "error"]
+BUSY = ["model", "dataset", "device", "format", "technique", "ratio", "host_other_cpu", "host_load_1m",
+        "latency_ms_p50", "speedup_x"]  # fmt: skip
 
 # A report is a list of blocks: ("h2"|"h3"|"p", text), ("list", [lines]), ("table", DataFrame, id), ("img", Path)
 Block = tuple
@@ -139,6 +141,10 @@ def report_blocks(table: pd.DataFrame, plots: dict[str, Path]) -> list[Block]:
     counts = flags.str.split(";").explode().value_counts()
     blocks += [("h2", "Flags"), ("list", [f"{flag} ({counts.get(flag, 0)} rows): {why}"
                                           for flag, why in EXPLANATIONS.items()])]  # fmt: skip
+    busy = table[flags.str.contains("busy_host")]
+    if len(busy):
+        blocks += [("h3", "Timed on a busy host (busy_host): rerun these on a quiet machine"),
+                   ("table", shown(busy, BUSY), "busy")]  # fmt: skip
     if "device_serial" in table and table["device_serial"].notna().any():
         blocks += [("h2", "Phones"), ("table", phone_table(table), "")]
     blocks += [("h2", "Every row"), ("table", shown(table, ROWS), "rows")]

@@ -29,7 +29,8 @@ COLUMNS = [
     "train_s", "compress_s", "finetune_s", "bench_s", "train_device", "train_precision",
     "latency_ms_p50_lo", "latency_ms_p50_hi", "speedup_x_lo", "speedup_x_hi", "ref_latency_ms_p50",
     "macs_reduction_x", "speedup_efficiency", "nonzero_reduction_x",
-    "acc_top5", "acc_before_finetune", "latency_ms_min", "iters", "host_load_1m", "ratio_applies",
+    "acc_top5", "acc_before_finetune", "latency_ms_min", "iters", "host_load_1m", "host_other_cpu",
+    "cpu_model", "cpu_features", "ratio_applies",
     "mobile_optimized", "bytecode_version", "delegate", "notes", "artifact", "base_from", "artifact_from",
     "bench_from", "waited_s", "job_dir",
 ]  # fmt: skip
