@@ -145,14 +145,20 @@ def test_model_rejected_suggests_the_backport_option(server, phone, tmp_path):
     assert load_ptl(backported)(torch.ones(*SHAPE)).shape == (1, 3)
 
 
+def assert_load_readings(row: dict, idle_w: float, load_w: float, at_least: int) -> None:
+    """`power_w_mean` is the mean of the run's readings, each at the idle or the load power: a whole number of them,
+    at least `at_least`, read at the load."""
+    at_load = (row["power_w_mean"] - idle_w) / (load_w - idle_w) * row["power_samples"]
+    assert at_least <= round(at_load) <= row["power_samples"] and at_load == pytest.approx(round(at_load), abs=1e-6)
+
+
 @pytest.mark.slow
 def test_a_session_interleaves_files_and_measures_energy_on_battery(server, phone, binary, tmp_path):
     """Two files × 2 rounds of 2 iterations: A B B A, each pushed once; on battery with a gauge that reports
     negative milliamps: idle 450 mA × 4 V = 1.8 W, running 1450 mA × 4 V = 5.8 W."""
     phone.set_battery(295, usb=False)
     phone.set_power(idle_current=-450, load_current=-1450, voltage=4000)
-    (phone.root / "slow").write_text("0.3")  # the gauge is read under load for most of each run (the stand-in's
-    # start and end, read at idle current, weigh less the longer the run)
+    (phone.root / "load_reads").write_text("3")  # each run lasts until the gauge was read 3 times under load
     first, second = tiny_model(tmp_path / "a.ptl"), tiny_model(tmp_path / "b.ptl", channels=4)
     rows = adb_device(server, phone, binary, rounds=2, iters=4).benchmark([str(first), str(second)], SHAPE)
     order = [re.search(r"--model=\S*/(\S+?)'? ", c)[1] for c in runs_of(phone)]
@@ -161,7 +167,8 @@ def test_a_session_interleaves_files_and_measures_energy_on_battery(server, phon
     for row in rows:
         assert len(row["samples_ms"]) == 4 and row["latency_source"] == "observer" and row["rounds"] == 2
         assert (row["power_source"], row["battery_temp_c_before"], row["notes"]) == ("battery", 29.5, [])
-        assert row["power_w_idle"] == pytest.approx(1.8) and 1.8 + (5.8 - 1.8) / 4 < row["power_w_mean"] <= 5.8
+        assert row["power_w_idle"] == pytest.approx(1.8)
+        assert_load_readings(row, idle_w=1.8, load_w=5.8, at_least=2 * 3)  # 3 per run, 2 runs
         expected = (row["power_w_mean"] - row["power_w_idle"]) * statistics.fmean(row["samples_ms"])
         assert row["energy_mj_per_inf"] == pytest.approx(expected)
 
@@ -169,9 +176,10 @@ def test_a_session_interleaves_files_and_measures_energy_on_battery(server, phon
 def test_energy_with_a_microamp_gauge_that_counts_discharge_positive(server, phone, binary, tmp_path):
     phone.set_battery(300, usb=False)
     phone.set_power(idle_current=300_000, load_current=800_000, voltage=3_900_000)
-    (phone.root / "slow").write_text("0.3")
+    (phone.root / "load_reads").write_text("3")
     [row] = adb_device(server, phone, binary).benchmark([str(tiny_model(tmp_path / "m.ptl"))], SHAPE)
-    assert row["power_w_idle"] == pytest.approx(0.3 * 3.9) and 0.425 * 3.9 < row["power_w_mean"] <= 0.8 * 3.9
+    assert row["power_w_idle"] == pytest.approx(0.3 * 3.9)
+    assert_load_readings(row, idle_w=0.3 * 3.9, load_w=0.8 * 3.9, at_least=3)
     expected = (row["power_w_mean"] - row["power_w_idle"]) * statistics.fmean(row["samples_ms"])
     assert row["energy_mj_per_inf"] == pytest.approx(expected) and row["power_samples"] >= 3
 

@@ -61,9 +61,11 @@ def test_distilled_student_moves_toward_a_teacher_that_disagrees_with_the_labels
         torch.manual_seed(0)
         student = build(make_cfg().model)
         distill = Distill(teacher, temperature=4.0, alpha=0.9) if kd else None
-        students[kd] = fit(student, mnist5k.train, Recipe(epochs=1, lr=0.01), seed=0, distill=distill)
-    assert agreement(students[False], teacher, x) < 0.1  # trained on the labels: the teacher is always wrong
-    assert agreement(students[True], teacher, x) > agreement(students[False], teacher, x) + 0.25
+        students[kd] = fit(student, mnist5k.train, Recipe(epochs=2, lr=0.01), seed=0, distill=distill)
+    # Measured over student seeds 0-2 and two teachers: without distillation 0.002-0.044, with it 0.83-0.96 (after
+    # one epoch it was 0.11-0.66: too close to call on another CPU's arithmetic)
+    assert agreement(students[False], teacher, x) < 0.15  # trained on the labels: the teacher is always wrong
+    assert agreement(students[True], teacher, x) > 0.6
 
 
 @pytest.mark.slow
