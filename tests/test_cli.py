@@ -115,3 +115,15 @@ def test_a_built_wheel_carries_the_cli_and_every_config(tmp_path):
     configs = {str(p.relative_to(ROOT)) for p in (ROOT / "conf").rglob("*.yaml")}
     assert configs <= names and {"cli.py", "conf/__init__.py", "compress/pipeline.py"} <= names
     assert len(configs) > 40
+
+
+def test_help_says_what_pocketbench_does_its_commands_presets_and_where_results_go():
+    done = cli("--help", timeout=120)
+    assert done.returncode == 0 and "powered by Hydra" not in done.stdout
+    for command in ("python cli.py report SWEEP_DIR", "python cli.py devices", "python cli.py sensitivity", "-m "):
+        assert command in done.stdout, command
+    presets = sorted(p.stem for p in (ROOT / "conf" / "sweep").glob("*.yaml"))
+    assert f"sweep: {', '.join(presets)}" in done.stdout  # every preset, listed from conf/sweep
+    groups = sorted(p.name for p in (ROOT / "conf").iterdir() if p.is_dir())
+    assert all(f"\n{group}: " in done.stdout for group in groups), groups
+    assert all(place in done.stdout for place in ("outputs/runs/", "outputs/sweeps/", "cache_dir", "summary.csv"))
