@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
+from adjustText import adjust_text
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure  # no pyplot: figures are drawn by the Agg canvas, no GUI, no global state
 from matplotlib.ticker import FuncFormatter
@@ -19,6 +20,7 @@ from compress.pareto import pareto_front
 
 # Rows that may share a figure, a Pareto set or a budget pick: never two phones, devices or formats.
 GROUP = ("model", "dataset", "device", "device_serial", "format")
+COLOURS = 10  # matplotlib's default cycle, C0-C9
 MARKERS = "osD^vP<X>ph"
 BASE = "none"
 
@@ -33,18 +35,26 @@ def comparable_groups(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 
 
 def technique_styles(techniques: Iterable[str]) -> dict[str, dict]:
-    """A colour and marker per technique (sorted, so a technique looks the same in every figure); the
-    base model is a black star."""
+    """A colour-and-marker pair per technique, never repeated (colour i mod 10, marker i div 10: distinct for up to
+    100 techniques); sorted, so a technique looks the same in every figure. The base model is a black star."""
     styles = {BASE: {"color": "black", "marker": "*", "s": 180, "zorder": 3}}
     others = sorted(t for t in set(techniques) if t != BASE)
     for i, name in enumerate(others):
-        styles[name] = {"color": f"C{i % 10}", "marker": MARKERS[i % len(MARKERS)], "s": 50, "zorder": 2}
+        marker = MARKERS[i // COLOURS % len(MARKERS)]
+        styles[name] = {"color": f"C{i % COLOURS}", "marker": marker, "s": 50, "zorder": 2}
     return styles
+
+
+def point_numbers(rows: pd.DataFrame) -> pd.Series:
+    """The number each row's point carries in the figures and in the report's table of points: 1 is the base
+    model, then by technique and ratio."""
+    order = rows.assign(_base=rows["technique"] != BASE).sort_values(["_base", "technique", "ratio"], kind="stable")
+    return pd.Series(range(1, len(rows) + 1), index=order.index).reindex(rows.index)
 
 
 def accuracy_range(rows: pd.DataFrame) -> tuple[float, float]:
     """The accuracy axis (%): around the rows that did not collapse (more than COLLAPSE below the base), so
-    those fill the plot; a collapsed row is drawn on the floor with its accuracy written next to it."""
+    those fill the plot; the collapsed rows go in a band below it, their accuracies listed there."""
     acc = rows["acc_top1"] * 100
     kept = acc[~(rows["acc_delta"] < -COLLAPSE)]
     low, high = (kept if len(kept) else acc).min(), acc.max()
@@ -52,27 +62,45 @@ def accuracy_range(rows: pd.DataFrame) -> tuple[float, float]:
     return low - pad, high + pad
 
 
-def _panel(ax: Axes, rows: pd.DataFrame, x: str, styles: dict[str, dict], floor: float, scale: float = 1.0) -> None:
-    """Accuracy (%, drawn no lower than `floor`) against column `x` (× `scale`): a marker per technique,
-    ratios written next to their points, the base accuracy dotted and the Pareto front as a staircase."""
+def collapsed_band(floor: float, top: float) -> tuple[float, float]:
+    """Where the collapsed rows are drawn: a band just below the accuracy axis' floor."""
+    return floor - 0.1 * (top - floor), floor
+
+
+def _panel(ax: Axes, rows: pd.DataFrame, x: str, styles: dict[str, dict], span: tuple[float, float],
+           scale: float = 1.0) -> None:  # fmt: skip
+    """Accuracy (%) against column `x` (× `scale`): a marker per technique with its point number beside it (moved
+    apart by adjustText), the collapsed rows (below `span`'s floor) as one marked group in a band under the axis,
+    the base accuracy dotted and the Pareto front as a staircase."""
+    floor, top = span
+    low, high = collapsed_band(floor, top)
+    numbers, texts, fallen = point_numbers(rows), [], []
     for name, part in rows.groupby("technique", sort=True):
         xs, acc = part[x] * scale, part["acc_top1"] * 100
-        ys = acc.clip(lower=floor)
+        ys = acc.where(acc >= floor, (low + high) / 2)
         if x == "latency_ms_p50" and {"latency_ms_p50_lo", "latency_ms_p50_hi"} <= set(part.columns):
             spread = [(xs - part["latency_ms_p50_lo"]).clip(lower=0), (part["latency_ms_p50_hi"] - xs).clip(lower=0)]
             ax.errorbar(xs, ys, xerr=spread, fmt="none", ecolor=styles[name]["color"], alpha=0.5, capsize=2)
         ax.scatter(xs, ys, label="base model" if name == BASE else name, clip_on=False, **styles[name])
-        for xv, yv, a, ratio in zip(xs, ys, acc, part["ratio"], strict=True):
-            text = ("" if pd.isna(ratio) else f"{ratio:g}") + (f" ({a:.1f}% ↓)" if a < floor else "")
-            if text:
-                ax.annotate(text.strip(), (xv, yv), textcoords="offset points", xytext=(4, 3), fontsize=7)
+        for i, xv, yv, a in zip(part.index, xs, ys, acc, strict=True):
+            texts.append(ax.text(xv, yv, str(numbers[i]), fontsize=7, zorder=4))
+            fallen += [(numbers[i], a)] if a < floor else []
+    if fallen:
+        ax.axhspan(low, high, color="grey", alpha=0.15, linewidth=0)
+        listed = ", ".join(f"#{n} {a:.1f}%" for n, a in sorted(fallen))
+        ax.text(0.99, high, f"collapsed (below the axis): {listed}", transform=ax.get_yaxis_transform(),
+                ha="right", va="bottom", fontsize=7, color="dimgrey")  # fmt: skip
+    ax.set_ylim(low if fallen else floor, top)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}" if v >= floor else ""))
     base_acc = ((rows["acc_top1"] - rows["acc_delta"]) * 100).median()
     if not math.isnan(base_acc):
         ax.axhline(base_acc, color="grey", linestyle=":", linewidth=1, label="base accuracy")
     front = pareto_front(rows, {x: "min", "acc_top1": "max"}).sort_values(x)
-    ax.step(front[x] * scale, (front["acc_top1"] * 100).clip(lower=floor), where="post", color="grey",
+    front_acc = front["acc_top1"] * 100
+    ax.step(front[x] * scale, front_acc.where(front_acc >= floor, (low + high) / 2), where="post", color="grey",
             linewidth=1.2, label="Pareto front")  # fmt: skip
     ax.grid(True, alpha=0.3)
+    adjust_text(texts, ax=ax, expand=(2.2, 2.2))
 
 
 def _leading_digit(v: float) -> int:
@@ -83,16 +111,18 @@ def pareto_figure(rows: pd.DataFrame, title: str, styles: dict[str, dict]) -> Fi
     """One figure of comparable rows: accuracy vs p50 latency (left) and vs gzip size on a log axis (right)."""
     fig = Figure(figsize=(13, 5.2), layout="constrained")
     by_latency, by_size = fig.subplots(1, 2, sharey=True)
-    floor, top = accuracy_range(rows)
-    _panel(by_latency, rows, "latency_ms_p50", styles, floor)
-    by_latency.set(xlabel="p50 latency (ms; bars: 95% interval)", ylabel="top-1 accuracy (%)", ylim=(floor, top))
-    _panel(by_size, rows, "size_gzip_bytes", styles, floor, scale=1 / 1024)
-    by_size.set(xlabel="gzip size (KB, log scale)", xscale="log")
+    by_size.set_xscale("log")  # before the points: their numbers are placed on the final axes
+    span = accuracy_range(rows)
+    _panel(by_latency, rows, "latency_ms_p50", styles, span)
+    by_latency.set(xlabel="p50 latency (ms; bars: 95% interval)", ylabel="top-1 accuracy (%)")
+    _panel(by_size, rows, "size_gzip_bytes", styles, span, scale=1 / 1024)
+    by_size.set(xlabel="gzip size (KB, log scale)")
     by_size.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 10, 100 rather than 10¹, 10²
     by_size.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if _leading_digit(v) in (2, 5) else ""))
     handles, labels = by_latency.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right upper", fontsize=8)
-    fig.suptitle(f"{title} — numbers next to points: ratio")
+    first = sorted(range(len(labels)), key=lambda i: labels[i] != "base model")  # the base model leads the legend
+    fig.legend([handles[i] for i in first], [labels[i] for i in first], loc="outside right upper", fontsize=8)
+    fig.suptitle(f"{title} — numbers next to points: the report's table of points")
     return fig
 
 

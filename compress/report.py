@@ -16,7 +16,7 @@ import pandas as pd
 from compress.cache import atomic_write
 from compress.flags import EXPLANATIONS
 from compress.pareto import pareto_front
-from compress.plots import comparable_groups, write_plots
+from compress.plots import comparable_groups, point_numbers, slug, write_plots
 
 BUDGETS_PT = (1, 3)  # "accuracy drop ≤ 1 pt / ≤ 3 pt"
 PARETO = {"acc_top1": "max", "latency_ms_p50": "min", "size_gzip_bytes": "min"}
@@ -107,13 +107,23 @@ def budget_lines(rows: pd.DataFrame) -> list[str]:
     return lines
 
 
+def numbered(rows: pd.DataFrame, numbers: pd.Series) -> pd.DataFrame:
+    """`shown(rows, VARIANT)` led by the `#` each row's point carries in the group's figure, in that order."""
+    table = shown(rows, VARIANT)
+    table.insert(0, "#", numbers[rows.index])
+    return table.sort_values("#")
+
+
 def group_blocks(label: str, rows: pd.DataFrame, plot: Path | None) -> list[Block]:
-    """One group of comparable rows: its plot, its Pareto set, its best-under-budget lines."""
+    """One group of comparable rows: its plot and the table of its numbered points, its Pareto set, its
+    best-under-budget lines."""
     blocks: list[Block] = [("h2", label)]
+    numbers = point_numbers(rows)
     if plot is not None:
-        blocks.append(("img", plot))
+        points = ("table", numbered(rows, numbers), f"points-{slug(label)}")
+        blocks += [("img", plot), ("h3", "Points of the plot"), points]
     front = pareto_front(rows, PARETO)
-    blocks += [("h3", "Pareto set (accuracy ↑, p50 latency ↓, gzip size ↓)"), ("table", shown(front, VARIANT), "")]
+    blocks += [("h3", "Pareto set (accuracy ↑, p50 latency ↓, gzip size ↓)"), ("table", numbered(front, numbers), "")]
     blocks += [("h3", "Best variant under an accuracy budget"), ("list", budget_lines(rows))]
     return blocks
 

@@ -17,7 +17,15 @@ from matplotlib.collections import PathCollection
 from sweep_table import EXPECTED_FLAGS, quickstart_table
 
 from compress.flags import flags_column
-from compress.plots import comparable_groups, pareto_figure, technique_styles, write_plots
+from compress.plots import (
+    accuracy_range,
+    collapsed_band,
+    comparable_groups,
+    pareto_figure,
+    point_numbers,
+    technique_styles,
+    write_plots,
+)
 from compress.report import budget_lines, readable, write_report
 from compress.results import summarize
 
@@ -82,12 +90,30 @@ def test_pareto_staircase_goes_through_the_hand_checked_front(table):
     (front,) = [line for line in by_latency.get_lines() if line.get_label() == "Pareto front"]
     # accuracy vs p50: prune_channel 0.9, 0.7, 0.5, prune_magnitude 0.9, none, prune_magnitude 0.5
     assert list(front.get_xdata()) == pytest.approx([0.030, 0.045, 0.070, 0.1207, 0.140, 0.141])
-    floor, top = by_latency.get_ylim()
-    assert list(front.get_ydata()) == pytest.approx([floor, 94.5, 96.2, 96.8, 97.0, 97.2])
-    # the collapsed prune_channel 0.9 (80%) sits on the floor, just below the rest (94.5-97.2%), its accuracy written
+    floor, top = accuracy_range(dict(comparable_groups(table))[HOST])
+    low, high = collapsed_band(floor, top)
+    assert by_latency.get_ylim() == pytest.approx((low, top)) and high == floor
+    assert list(front.get_ydata()) == pytest.approx([(low + high) / 2, 94.5, 96.2, 96.8, 97.0, 97.2])
+    # the collapsed prune_channel 0.9 (80%) sits in the band below the rest (94.5-97.2%), listed there by its number
     assert 93.5 < floor < 94.5 and 97.2 < top < 98
-    assert "0.9 (80.0% ↓)" in [t.get_text() for t in by_latency.texts]
+    texts = [t.get_text() for t in by_latency.texts]
+    assert "collapsed (below the axis): #5 80.0%" in texts
+    assert sorted(int(t) for t in texts if t.isdigit()) == list(range(1, 9))  # every point numbered once
     assert by_size.get_xscale() == "log"
+
+
+def test_points_are_numbered_base_first_then_by_technique_and_ratio(table):
+    rows = dict(comparable_groups(table))[HOST]
+    numbered = rows.assign(n=point_numbers(rows)).sort_values("n")
+    assert numbered["technique"].iloc[0] == "none" and list(numbered["n"]) == list(range(1, 9))
+    later = numbered.iloc[1:][["technique", "ratio"]].to_records(index=False).tolist()
+    assert later == sorted(later)
+
+
+def test_seventeen_techniques_get_seventeen_distinct_looks():
+    styles = technique_styles([f"technique_{i:02d}" for i in range(17)] + ["none"])
+    looks = {(style["color"], style["marker"]) for style in styles.values()}
+    assert len(styles) == len(looks) == 18  # 17 techniques and the base
 
 
 def test_write_plots_writes_one_decodable_png_per_group(table, tmp_path):
@@ -125,6 +151,8 @@ def test_report_html_is_self_contained_and_md_links_its_plots(table, tmp_path):
     md = (tmp_path / "report.md").read_text()
     links = [line[line.index("](") + 2 : -1] for line in md.splitlines() if line.startswith("![")]
     assert len(links) == 3 and all((tmp_path / link).is_file() for link in links)
+    points = [n for t, n in Page(html).rows.items() if t.startswith("points-")]
+    assert points == [8, 3, 1]  # a numbered table of points under each figure
     assert "accuracy drop ≤ 3 pt, fastest: prune_channel ratio 0.7" in md
     assert md.count("| prune_channel ") >= 4  # Pareto sets and the table of every row are markdown tables
 
