@@ -43,7 +43,7 @@ def test_training_is_deterministic_on_cpu(make_cfg):
         model = fit(build(cfg.model), data.train, Recipe(epochs=2, lr=0.05), seed=3)
         weights.append(torch.cat([p.flatten() for p in model.parameters()]))
     assert torch.equal(weights[0], weights[1])
-    assert evaluate(model, data.test)["acc_top1"] > 0.5  # learnable blobs: far above 10% chance
+    assert evaluate(model, data.test)["acc_top1"] > 0.95  # learnable blobs: 1.0 measured, chance is 10%
 
 
 def test_exported_ptl_matches_the_python_model(lenet, mnist5k, tmp_path):

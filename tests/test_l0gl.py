@@ -180,6 +180,7 @@ def test_pipeline_prune_l0gl_row(make_cfg):
     cfg = make_cfg("technique=prune_l0gl", "ratio=0.7", "train.epochs=2", "technique.epochs=2", "finetune.epochs=1")
     run_variant(cfg, HostDevice(iters=5, warmup=1, min_time_s=0), row)
     assert row["status"] == "ok" and row["ratio"] == 0.7
-    assert row["macs_reduction_x"] > 1.05 and row["compression_x"] > 1.3
+    # measured: MACs 1.39× fewer, file 1.94× smaller, nonzero parameters 4.0× fewer
+    assert row["macs_reduction_x"] > 1.25 and row["compression_x"] > 1.6 and row["nonzero_reduction_x"] > 3
     assert row["acc_delta"] >= -0.03
     assert "70.0% of the penalized parameters zero" in row["notes"] and "channels removed" in row["notes"]

@@ -234,7 +234,8 @@ def test_pipeline_prune_channel(make_cfg):
     row = run(make_cfg, "technique=prune_channel", "ratio=0.5")
     assert row["status"] == "ok" and row["ratio"] == 0.5
     assert row["macs"] * 2 <= row["base"]["macs"] and row["params"] * 2 <= row["base"]["params"]
-    assert row["compression_x"] > 2 and row["acc_top1"] > 0.5
+    # measured: compression 3.08×, MACs 3.11× fewer, accuracy +3.3 pt over a base trained 1 epoch (0.87)
+    assert row["compression_x"] > 2.5 and row["macs_reduction_x"] > 2.5 and row["acc_delta"] > -0.05
     assert "channel pruning (l1, uniform): 236 → 123 channels" in row["notes"]
 
 
@@ -244,4 +245,5 @@ def test_pipeline_prune_magnitude(make_cfg):
     assert row["status"] == "ok"
     assert row["params"] == row["base"]["params"] and row["macs"] == row["base"]["macs"]
     assert row["nonzero_params"] <= 0.11 * row["params"]  # still sparse after the fine-tune stage
-    assert 0.95 < row["compression_x"] < 1.05 and row["acc_top1"] > 0.5
+    assert 0.95 < row["compression_x"] < 1.05 and row["nonzero_reduction_x"] > 8  # measured 9.7×
+    assert row["acc_delta"] > -0.15  # measured -8.1 pt: 90% of the weights gone, one fine-tune epoch
