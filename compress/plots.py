@@ -74,10 +74,14 @@ def _panel(ax: Axes, rows: pd.DataFrame, x: str, styles: dict[str, dict], span: 
     the base accuracy dotted and the Pareto front as a staircase."""
     floor, top = span
     low, high = collapsed_band(floor, top)
+
+    def drawn(acc: pd.Series) -> pd.Series:  # where an accuracy is drawn: collapsed ones mid-band
+        return acc.where(acc >= floor, (low + high) / 2)
+
     numbers, texts, fallen = point_numbers(rows), [], []
     for name, part in rows.groupby("technique", sort=True):
         xs, acc = part[x] * scale, part["acc_top1"] * 100
-        ys = acc.where(acc >= floor, (low + high) / 2)
+        ys = drawn(acc)
         if x == "latency_ms_p50" and {"latency_ms_p50_lo", "latency_ms_p50_hi"} <= set(part.columns):
             spread = [(xs - part["latency_ms_p50_lo"]).clip(lower=0), (part["latency_ms_p50_hi"] - xs).clip(lower=0)]
             ax.errorbar(xs, ys, xerr=spread, fmt="none", ecolor=styles[name]["color"], alpha=0.5, capsize=2)
@@ -96,9 +100,8 @@ def _panel(ax: Axes, rows: pd.DataFrame, x: str, styles: dict[str, dict], span: 
     if not math.isnan(base_acc):
         ax.axhline(base_acc, color="grey", linestyle=":", linewidth=1, label="base accuracy")
     front = pareto_front(rows, {x: "min", "acc_top1": "max"}).sort_values(x)
-    front_acc = front["acc_top1"] * 100
-    ax.step(front[x] * scale, front_acc.where(front_acc >= floor, (low + high) / 2), where="post", color="grey",
-            linewidth=1.2, label="Pareto front")  # fmt: skip
+    ax.step(front[x] * scale, drawn(front["acc_top1"] * 100), where="post", color="grey", linewidth=1.2,
+            label="Pareto front")  # fmt: skip
     ax.grid(True, alpha=0.3)
     adjust_text(texts, ax=ax, expand=(2.2, 2.2))
 

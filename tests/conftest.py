@@ -70,6 +70,18 @@ def lenet(_trained_lenet) -> torch.nn.Module:
     return copy.deepcopy(_trained_lenet)
 
 
+class Shifted(torch.nn.Module):
+    """`base` answering the class after the one it predicts: another function of the same weights (a teacher that
+    is never right, an export that writes something else)."""
+
+    def __init__(self, base: torch.nn.Module):
+        super().__init__()
+        self.base = base
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x).roll(1, dims=1)
+
+
 def make_context(data: Data, teacher: torch.nn.Module, qengine: str = "x86", finetune_lr: float = 0.01) -> Context:
     """A technique Context like the pipeline builds, fine-tuning with SGD at `finetune_lr`."""
 

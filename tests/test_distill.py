@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import Shifted
 from torch import nn
 
 import adb_bench.host
@@ -35,17 +36,6 @@ def test_loss_is_hinton_soft_kl_plus_hard_cross_entropy():
     assert torch.allclose(got, expected, atol=1e-6)
     assert float(Distill(FixedLogits(teacher), t, 1.0).loss(teacher.clone(), torch.zeros(8, 1), y)) == pytest.approx(0)
     assert torch.allclose(Distill(FixedLogits(teacher), t, 0.0).loss(student, None, y), F.cross_entropy(student, y))
-
-
-class Shifted(nn.Module):
-    """A teacher that confidently predicts the class after the one `base` predicts: never the label."""
-
-    def __init__(self, base: nn.Module):
-        super().__init__()
-        self.base = base
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base(x).roll(1, dims=1)
 
 
 @torch.no_grad()

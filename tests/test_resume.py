@@ -3,6 +3,7 @@ slots, the idle-host lock) held by separate processes; `limits.wait_s` for a sta
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -91,7 +92,8 @@ def test_limits_wait_s_expires_into_a_one_line_error_and_a_rerun_computes(make_c
         cache.write_json(entry, {"done": True})
 
     def stage():
-        return pipeline.once("benchmark", entry, lambda: cache.read_json(entry), work, cfg, lambda: _nothing())
+        return pipeline.once("benchmark", entry, lambda: cache.read_json(entry), work, cfg,
+                             lambda: contextlib.nullcontext(0.0))  # fmt: skip
 
     try:
         with pytest.raises(UserError, match=r"waited 0.5 s for another job computing .*raise limits.wait_s"):
@@ -101,14 +103,6 @@ def test_limits_wait_s_expires_into_a_one_line_error_and_a_rerun_computes(make_c
         process.join(30)
     done = stage()  # the holder died without writing it: this job computes it
     assert (done.source, done.value) == ("computed", {"done": True})
-
-
-class _nothing:
-    def __enter__(self) -> float:
-        return 0.0
-
-    def __exit__(self, *exc) -> None:
-        return None
 
 
 SWEEP = ["-m", "technique=none,prune_magnitude", "ratio=0.5", "train.epochs=2", "finetune.epochs=1",

@@ -32,6 +32,15 @@ def crash_here(name: str) -> None:
         os.kill(os.getpid(), signal.SIGSEGV)
 
 
+def _fault(name: str) -> str | None:
+    """The text of the fault file `name` in $PHONE_ROOT, None when there is none."""
+    path = os.path.join(_root(), name)
+    if not os.path.exists(path):
+        return None
+    with open(path) as handle:
+        return handle.read()
+
+
 def _record(event: str) -> None:
     with open(os.path.join(_root(), "runs.log"), "a") as handle:
         handle.write(f"{event} {os.getpid()}\n")
@@ -74,13 +83,11 @@ def start_run() -> None:
     """`start` in runs.log, the load current, then the `hang` / `slow` / `load_reads` faults."""
     _record("start")
     _set_current("load_current_now")
-    if os.path.exists(os.path.join(_root(), "load_reads")):
-        with open(os.path.join(_root(), "load_reads")) as handle:
-            _wait_for_reads(int(handle.read()))
+    if (reads := _fault("load_reads")) is not None:
+        _wait_for_reads(int(reads))
     for name, seconds in (("hang", "120"), ("slow", None)):
-        if os.path.exists(os.path.join(_root(), name)):
-            with open(os.path.join(_root(), name)) as handle:
-                time.sleep(float(seconds or handle.read()))
+        if (text := _fault(name)) is not None:
+            time.sleep(float(seconds or text))
 
 
 def end_run() -> None:
