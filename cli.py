@@ -90,7 +90,7 @@ def main() -> None:
         if args[:1] == ["devices"]:
             sys.exit(devices(args[1:]))
         if args[:1] == ["sensitivity"]:
-            from compress.sensitivity import command  # matplotlib and the analysis load only for this command
+            from compress.commands.sensitivity import command  # matplotlib and Hydra's compose load only for it
 
             check_overrides(args[1:])
             sys.exit(command(args[1:]))

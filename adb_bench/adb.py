@@ -181,7 +181,7 @@ class AdbDevice:
         the quantized engine (.ptl files only), energy."""
         samples_ms = [us / 1e3 for us in runs.samples_us]
         pinned = bin(int(self.plan.taskset, 16)).count("1") if self.plan.taskset else None
-        row: dict = {"samples_ms": samples_ms, "latency_source": runs.source,
+        row: dict = {"samples_ms": samples_ms, "round_sizes": runs.round_sizes, "latency_source": runs.source,
                      "threads": pinned if runs.threads is None else runs.threads,
                      "qengine": self.qengine if path.endswith(".ptl") else None}  # fmt: skip
         if energy:

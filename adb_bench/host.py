@@ -1,18 +1,30 @@
-"""The `host` device: time exported files in-process, interleaved in one session, with the runtime of their format
-(.ptl: the lite interpreter; .pte: ExecuTorch's runtime)."""
+"""The `host` device: time exported files on this machine with the runtime of their format (.ptl: the lite
+interpreter; .pte: ExecuTorch's runtime), like a phone session: rounds, each a fresh process timing the files
+interleaved, with a no-op program of each runtime timed beside them (the binding's cost per call)."""
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import multiprocessing
 import os
 import platform
+import statistics
+import tempfile
 import time
+import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from adb_bench.cpu import other_cpu, read_clock, this_cpu
+from adb_bench.errors import DeviceError
+from adb_bench.session import iteration_shares, run_order
 
+log = logging.getLogger(__name__)
 BLOCK = 20  # timed runs of one file before the session switches to the next: conditions are shared, caches warm
 
 
@@ -37,57 +49,148 @@ def load_executorch(path: str) -> Callable[[torch.Tensor], object]:
 LOADERS: dict[str, Callable[[str], Callable[[torch.Tensor], object]]] = {".ptl": load_lite, ".pte": load_executorch}
 
 
-class HostDevice:
-    """Loads every file, runs `warmup` untimed forwards of each, then timed blocks of `BLOCK` runs of each file in
-    turn until every file has `iters` runs and the session has lasted `min_time_s` per file (a long window keeps
-    the median clear of short bursts of machine noise). The pipeline holds the idle-host lock meanwhile."""
+class NoOp(nn.Module):
+    """The same call as a model's (one input of its shape in, a tensor out) and no work: the first element."""
 
-    exclusive_host = True
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten()[:1] * 1
 
-    def __init__(
-        self, threads: int = 1, warmup: int = 100, iters: int = 300, min_time_s: float = 1.0, qengine: str = "x86"
-    ):
-        self.threads, self.warmup, self.iters, self.qengine = threads, warmup, iters, qengine
-        self.min_time_s = min_time_s
 
-    def identity(self) -> dict:
-        return {
-            "device": f"host:{platform.machine()}", **this_cpu(), "cores": os.cpu_count(),
-            "torch": torch.__version__, "threads": self.threads, "warmup": self.warmup,
-            "iters": self.iters, "min_time_s": self.min_time_s, "qengine": self.qengine, "block": BLOCK,
-        }  # fmt: skip
+def write_noop(suffix: str, input_shape: Sequence[int], path: Path) -> None:
+    """The no-op program of a format's runtime: scripted for the lite interpreter, exported on portable kernels for
+    ExecuTorch."""
+    example = torch.zeros(*input_shape)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    if suffix == ".ptl":
+        with warnings.catch_warnings():  # the lite interpreter's deprecation: said once, by the export of .ptl files
+            warnings.simplefilter("ignore", FutureWarning)
+            torch.jit.script(NoOp())._save_for_lite_interpreter(str(tmp))
+    else:
+        from executorch.exir import to_edge
 
-    def _session(self, forwards: list[Callable[[], object]]) -> list[list[float]]:
+        tmp.write_bytes(to_edge(torch.export.export(NoOp(), (example,))).to_executorch().buffer)
+    os.replace(tmp, path)
+
+
+def noop_file(suffix: str, input_shape: Sequence[int]) -> Path:
+    """This machine's no-op program for a suffix and input shape (built once, in the temp dir, per torch/ExecuTorch
+    version)."""
+    from importlib.metadata import version
+
+    runtime = version("executorch") if suffix == ".pte" else torch.__version__
+    key = hashlib.sha256(f"{suffix} {runtime} {torch.__version__} {list(input_shape)}".encode()).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / "pocketbench-noop" / f"{key}{suffix}"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        in_child(write_noop, suffix, input_shape, path)
+    return path
+
+
+def in_child(function: Callable, *args) -> object:
+    """`function(*args)` in a forked child of this process, which is left as it was (no model loaded, no thread
+    pool started): its return value, or a DeviceError with the child's last error line."""
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+
+    def body() -> None:
+        try:
+            send.send(("ok", function(*args)))
+        except BaseException as exc:  # noqa: BLE001 — reported to the parent, which raises
+            send.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+
+    child = context.Process(target=body, daemon=True)
+    child.start()
+    send.close()
+    try:
+        status, value, *trace = receive.recv()
+    except EOFError:
+        status, value, trace = "error", "the timing process died", []
+    child.join()
+    if status != "ok":
+        log.debug("".join(trace))  # the job log keeps the child's traceback
+        raise DeviceError(f"host benchmark: {value.splitlines()[0] if value else 'failed'}")
+    return value
+
+
+def time_round(paths: Sequence[str], input_shape: Sequence[int], threads: int, qengine: str, warmup: int,
+               iters: int, min_time_s: float) -> tuple[list[list[float]], dict[str, int]]:  # fmt: skip
+    """One round (in its own process): load every file, `warmup` untimed forwards of each, then timed blocks of
+    BLOCK runs of each file in turn until every file has `iters` runs and `min_time_s` have passed. Returns the
+    samples and the threads each runtime ran on (torch's for .ptl, ExecuTorch's pool for .pte)."""
+    torch.set_num_threads(threads)
+    torch.backends.quantized.engine = qengine  # time quantized models under their engine
+    x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(0))
+    modules = [LOADERS[Path(p).suffix](p) for p in paths]
+    forwards = [lambda m=m: m(x) for m in modules]
+    samples: list[list[float]] = [[] for _ in forwards]
+    with torch.no_grad():
         for forward in forwards:
-            for _ in range(self.warmup):
+            for _ in range(warmup):
                 forward()
-        samples: list[list[float]] = [[] for _ in forwards]
-        deadline = time.perf_counter() + self.min_time_s * len(forwards)
-        while min(map(len, samples)) < self.iters or time.perf_counter() < deadline:
+        deadline = time.perf_counter() + min_time_s
+        while min(map(len, samples)) < iters or time.perf_counter() < deadline:
             for forward, timed in zip(forwards, samples, strict=True):
                 for _ in range(BLOCK):
                     start = time.perf_counter()
                     forward()
                     timed.append((time.perf_counter() - start) * 1e3)
-        return samples
+    return samples, {suffix: ran_on(suffix) for suffix in {Path(p).suffix for p in paths}}
+
+
+def ran_on(suffix: str) -> int:
+    """The threads a runtime uses now in this process."""
+    if suffix == ".pte":
+        from executorch.extension.pybindings import portable_lib
+
+        return portable_lib._threadpool_get_thread_count()
+    return torch.get_num_threads()
+
+
+class HostDevice:
+    """`rounds` rounds, each a process forked from this one (which loads no model): every file and the no-op
+    program of each runtime among them loaded, `warmup` untimed forwards of each, then timed blocks of BLOCK runs
+    of each file in turn until each has its share of `iters` and the round its share of `min_time_s` per model
+    file (a long window keeps the median clear of short bursts of noise). Files run in the given order in even
+    rounds and in reverse in odd ones. The pipeline holds the idle-host lock meanwhile."""
+
+    exclusive_host = True
+
+    def __init__(self, threads: int = 1, warmup: int = 100, iters: int = 300, rounds: int = 5,
+                 min_time_s: float = 1.0, qengine: str = "x86"):  # fmt: skip
+        if not 1 <= rounds <= max(iters, 1):
+            raise DeviceError(f"device.rounds={rounds} must be between 1 and device.iters={iters}")
+        self.threads, self.warmup, self.iters, self.rounds, self.qengine = threads, warmup, iters, rounds, qengine
+        self.min_time_s = min_time_s
+
+    def identity(self) -> dict:
+        return {
+            "device": f"host:{platform.machine()}", **this_cpu(), "cores": os.cpu_count(),
+            "torch": torch.__version__, "threads": self.threads, "warmup": self.warmup, "iters": self.iters,
+            "rounds": self.rounds, "min_time_s": self.min_time_s, "qengine": self.qengine, "block": BLOCK, "noop": 1,
+        }  # fmt: skip
 
     def benchmark(self, model_paths: Sequence[str], input_shape: Sequence[int]) -> list[dict]:
-        """Per-iteration latencies (ms) of every file, timed interleaved in one session, in the given order."""
-        previous = torch.get_num_threads(), torch.backends.quantized.engine
-        torch.set_num_threads(self.threads)
-        torch.backends.quantized.engine = self.qengine  # time quantized models under their engine
-        start = read_clock()
-        try:
-            x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(0))
-            modules = [LOADERS[Path(p).suffix](p) for p in model_paths]
-            with torch.no_grad():
-                sessions = self._session([lambda m=m: m(x) for m in modules])
-        finally:
-            torch.set_num_threads(previous[0])
-            torch.backends.quantized.engine = previous[1]
-        busy = other_cpu(start, read_clock())  # cores other processes kept busy meanwhile
-        common = {"device": f"host:{platform.machine()}", "threads": self.threads, **this_cpu(), "host_other_cpu": busy}
+        """Per-iteration latencies (ms) of every file in timing order, the sizes of its rounds, and the median
+        latency of its runtime's no-op program in the same session (`call_overhead_ms`), in the given order."""
+        suffixes = list(dict.fromkeys(Path(p).suffix for p in model_paths))
+        noops = [str(noop_file(s, input_shape)) for s in suffixes]
+        files = [*map(str, model_paths), *noops]
+        samples: list[list[float]] = [[] for _ in files]
+        sizes: list[list[int]] = [[] for _ in files]
+        window = self.min_time_s * len(model_paths) / self.rounds
+        shares, start = iteration_shares(self.iters, self.rounds), read_clock()
+        for r in range(self.rounds):
+            order = [i for round_, i in run_order(len(files), self.rounds) if round_ == r]
+            timed, threads = in_child(time_round, [files[i] for i in order], input_shape, self.threads,
+                                      self.qengine, self.warmup, shares[r], window)  # fmt: skip
+            for i, values in zip(order, timed, strict=True):
+                samples[i] += values
+                sizes[i].append(len(values))
+        busy = other_cpu(start, read_clock())  # cores other processes kept busy meanwhile (rounds are our own)
+        overhead = {s: statistics.median(samples[len(model_paths) + k]) for k, s in enumerate(suffixes)}
+        common = {"device": f"host:{platform.machine()}", **this_cpu(), "host_other_cpu": busy, "rounds": self.rounds}
         return [
-            {"samples_ms": s, **common, "qengine": self.qengine if ptl else None}
-            for s, ptl in zip(sessions, (Path(p).suffix == ".ptl" for p in model_paths), strict=True)
-        ]
+            {"samples_ms": samples[i], "round_sizes": sizes[i], "call_overhead_ms": overhead[Path(p).suffix], **common,
+             "threads": threads[Path(p).suffix], "qengine": self.qengine if Path(p).suffix == ".ptl" else None}
+            for i, p in enumerate(model_paths)
+        ]  # fmt: skip

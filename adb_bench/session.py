@@ -92,9 +92,11 @@ class Plan:
 
 @dataclass
 class FileRuns:
-    """What one file got in a session: latencies (µs) of every run, their source, the power sample lines."""
+    """What one file got in a session: latencies (µs) of every run and how many each run gave, their source, the
+    power sample lines."""
 
     samples_us: list[float] = field(default_factory=list)
+    round_sizes: list[int] = field(default_factory=list)  # samples of each run, in the order they ran
     sources: set[str] = field(default_factory=set)
     power_files: list[str] = field(default_factory=list)
     power_text: str = ""
@@ -177,6 +179,7 @@ class Session:
         logged = self.adb.check(["sh", "-c", LOGCAT, "sh", f"{run_dir}/pid", runner.logcat]) if runner.logcat else ""
         timings = runner.timings(Run(result, logged, remote, self.remote_dir, self.plan.warmup))
         runs.samples_us += timings.samples_us
+        runs.round_sizes.append(len(timings.samples_us))
         runs.sources.add(timings.source)
         runs.threads = timings.threads
         runs.power_files += [power] if power else []

@@ -145,3 +145,15 @@ def write_plots(table: pd.DataFrame, folder: Path) -> dict[str, Path]:
         atomic_write(path, lambda tmp, fig=fig: fig.savefig(tmp, format="png", dpi=110))
         written[label] = path
     return written
+
+
+def sensitivity_figure(table: pd.DataFrame, title: str) -> Figure:
+    """Sensitivity curves: test accuracy against the ratio one layer alone is pruned at, one line per layer."""
+    fig = Figure(figsize=(7.5, 4.8), layout="constrained")
+    ax = fig.subplots()
+    for layer, rows in table.groupby("layer", sort=False):
+        ax.plot(rows["ratio"], rows["acc_top1"], marker="o", ms=3, label=f"{layer} ({rows['size'].iloc[0]})")
+    ax.set(xlabel="ratio pruned (this layer alone, no fine-tune)", ylabel="test accuracy (top-1)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", ncols=2 if table["layer"].nunique() > 12 else 1)
+    return fig

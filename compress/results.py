@@ -28,6 +28,7 @@ COLUMNS = [
     "latency_ms_p50", "latency_ms_p90", "latency_ms_mean", "latency_ms_std", "speedup_x",
     "train_s", "compress_s", "finetune_s", "bench_s", "train_device", "train_precision",
     "latency_ms_p50_lo", "latency_ms_p50_hi", "speedup_x_lo", "speedup_x_hi", "ref_latency_ms_p50",
+    "latency_ms_p50_raw", "call_overhead_ms", "rounds",
     "macs_reduction_x", "speedup_efficiency", "nonzero_reduction_x",
     "acc_top5", "acc_before_finetune", "latency_ms_min", "iters", "host_load_1m", "host_other_cpu",
     "cpu_model", "cpu_features", "ratio_applies",

@@ -93,13 +93,17 @@ def fit(
     recipe: Recipe,
     seed: int,
     distill: Distill | None = None,
-    extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
     label: str = "train",
+    after_backward: Callable[[nn.Module], None] | None = None,
+    after_step: Callable[[float], None] | None = None,
 ) -> nn.Module:
     """Train `model` in place for `recipe.epochs` (0 is allowed) and return it in eval mode.
 
-    `extra_loss(model)` is added to every batch's loss (e.g. an L1 penalty for network slimming).
-    Progress: a bar (`label`, batches, epoch, mean loss) on a terminal; `label epoch i/n loss` log lines.
+    The two points where a compression step acts on training (Torch-Pruning's `regularize` is the first):
+    `after_backward(model)` with the batch's gradients in place (unscaled), before clipping and the optimizer
+    step (e.g. the subgradient of an L1 penalty); `after_step(lr)` after each optimizer step, with the learning
+    rate it used (e.g. a proximal step). Progress: a bar (`label`, batches, epoch, mean loss) on a terminal;
+    `label epoch i/n loss` log lines.
     """
     if recipe.epochs <= 0:
         return model.eval()
@@ -121,15 +125,19 @@ def fit(
                 with training.autocast():
                     logits = model(x)
                     loss = distill.loss(logits, x, y) if distill else F.cross_entropy(logits, y)
-                    if extra_loss is not None:
-                        loss = loss + extra_loss(model)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
-                if recipe.grad_clip:
+                if recipe.grad_clip or after_backward:
                     scaler.unscale_(opt)
+                if after_backward:
+                    after_backward(model)
+                if recipe.grad_clip:
                     nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+                lr = opt.param_groups[0]["lr"]
                 scaler.step(opt)
                 scaler.update()
+                if after_step:
+                    after_step(lr)
                 sched.step()
                 total, batches = total + loss.item(), batches + 1
                 progress.set_postfix_str(f"epoch {epoch + 1}/{recipe.epochs} loss {total / batches:.4f}", False)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from compress.data import Data
 from compress.formats.base import Format
 from compress.isolate import report_part
 from compress.techniques.base import Context, Step, quantized_engine
+from compress.techniques.quant import route
 from compress.train import Distill, Recipe, evaluate, fit
 
 
@@ -35,9 +37,11 @@ class Plan:
 
     @classmethod
     def of(cls, cfg: DictConfig, technique: DictConfig, fmt: Format) -> Plan:
-        steps: list[Step] = [build(s) for s in technique.steps]
+        steps: list[Step] = [build(s) for s in technique.steps.values()]
         ratio = float(cfg.ratio) if any(s.takes_sweep_ratio for s in steps) else None
-        quantizes = any(getattr(s, "uses_qengine", False) for s in steps)
+        quantizes = any(s.uses_qengine for s in steps)
+        if quantizes:
+            route(fmt)  # imported here, in the job process: the stage children find it imported
         return cls(technique, steps, ratio, fmt, cfg.device.qengine if quantizes and fmt.uses_qengine else None)
 
 
@@ -46,14 +50,18 @@ def context(cfg: DictConfig, data: Data, base: nn.Module, fmt: Format) -> Contex
     recipe = {k: cfg.finetune[k] for k in ("lr", "schedule")}
     distill = Distill(base, cfg.finetune.temperature, cfg.finetune.alpha) if cfg.finetune.distill else None
 
-    def finetune(model: nn.Module, epochs: int) -> nn.Module:
-        label = "distill" if distill else "fine-tune"
-        return fit(model, data.train, Recipe.of(cfg.train, **recipe, epochs=epochs), cfg.seed, distill, label=label)
+    def finetune(model: nn.Module, epochs: int, lr: float | None = None, label: str | None = None,
+                 **hooks: Callable) -> nn.Module:  # fmt: skip
+        """`epochs` of the fine-tune recipe (at `lr` instead of finetune.lr when given), with a step's hooks."""
+        changes = recipe | {"epochs": epochs} | ({"lr": lr} if lr is not None else {})
+        label = label or ("distill" if distill else "fine-tune")
+        return fit(model, data.train, Recipe.of(cfg.train, **changes), cfg.seed, distill, label, **hooks)
 
     example = data.test[0][0].unsqueeze(0)
     return Context(
         data, example, base, finetune, cfg.device.qengine, cfg.seed, cfg.train.batch_size,
         cfg.finetune.between_epochs, format=fmt, cache_dir=cfg.cache_dir, data_key=data_key(cfg, data),
+        wait_s=cfg.limits.wait_s,
     )  # fmt: skip
 
 

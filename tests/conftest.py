@@ -14,6 +14,7 @@ from adb_emulator.harness import attached_phone, private_adb_server
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from adb_bench.host import HostDevice
 from compress.config import build
 from compress.data import Data
 from compress.techniques.base import Context
@@ -33,6 +34,11 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> 
 # the test process) train. Start the engine now, before any export. (The CLI's job process never exports or trains
 # itself: its stages do, in their own children.)
 torch.ones(1, requires_grad=True).sum().backward()
+
+
+def config_names(group: str) -> list[str]:
+    """The options of a config group (conf/GROUP/*.yaml), sorted: the registry tests parametrize over."""
+    return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
 
 
 @pytest.fixture(scope="session")
@@ -70,6 +76,11 @@ def lenet(_trained_lenet) -> torch.nn.Module:
     return copy.deepcopy(_trained_lenet)
 
 
+def fast_host(**settings) -> HostDevice:
+    """The host device for tests that need a row, not a measurement: one warm-up run, one block per file, one round."""
+    return HostDevice(**{"warmup": 1, "iters": 1, "rounds": 1, "min_time_s": 0} | settings)
+
+
 class Shifted(torch.nn.Module):
     """`base` answering the class after the one it predicts: another function of the same weights (a teacher that
     is never right, an export that writes something else)."""
@@ -85,8 +96,9 @@ class Shifted(torch.nn.Module):
 def make_context(data: Data, teacher: torch.nn.Module, qengine: str = "x86", finetune_lr: float = 0.01) -> Context:
     """A technique Context like the pipeline builds, fine-tuning with SGD at `finetune_lr`."""
 
-    def finetune(model: torch.nn.Module, epochs: int) -> torch.nn.Module:
-        return fit(model, data.train, Recipe(epochs=epochs, lr=finetune_lr), seed=0)
+    def finetune(model: torch.nn.Module, epochs: int, lr: float | None = None, label: str = "fine-tune",
+                 **hooks) -> torch.nn.Module:  # fmt: skip
+        return fit(model, data.train, Recipe(epochs=epochs, lr=lr or finetune_lr), 0, None, label, **hooks)
 
     example = data.test[0][0].unsqueeze(0)
     return Context(data, example, teacher, finetune, qengine, seed=0)

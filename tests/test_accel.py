@@ -7,9 +7,8 @@ import threading
 
 import pytest
 import torch
-from conftest import cli
+from conftest import cli, fast_host
 
-from adb_bench.host import HostDevice
 from compress import accel, machine, pipeline
 from compress.config import build
 from compress.data.base import TensorImages
@@ -17,7 +16,8 @@ from compress.data.torchvision_sets import _transforms
 from compress.errors import UserError
 from compress.train import Recipe, fit
 
-FAST = ["train.epochs=3", "dataset.limit_train=2000", "device.iters=5", "device.warmup=1", "device.min_time_s=0"]
+FAST = ["train.epochs=3", "dataset.limit_train=2000", "device.iters=5", "device.warmup=1", "device.min_time_s=0",
+        "device.rounds=1"]
 # acc_top1 of this configuration measured with the code before GPU support (main at c215369, same seed) on this CI's
 # x86-64 CPU; the tolerance (4 of 1,000 test images) is for other CPUs' float rounding, not for a changed recipe.
 ACC_BEFORE_GPU_SUPPORT = 0.928
@@ -64,7 +64,7 @@ def test_bf16_on_the_cpu_trains_the_row_says_so_and_the_parent_never_touches_cud
     calls = _guard_cuda(monkeypatch)
     cfg = make_cfg("train.precision=bf16", "train.epochs=3", "dataset.limit_train=2000")  # train.device=auto
     row: dict = {}
-    pipeline.run_variant(cfg, HostDevice(iters=5, warmup=1, min_time_s=0), row)
+    pipeline.run_variant(cfg, fast_host(), row)
     assert row["status"] == "ok" and (row["train_device"], row["train_precision"]) == ("cpu", "bf16")
     assert row["acc_top1"] > 0.9  # 0.935 here; fp32 gives 0.928
     assert calls == [] and not torch.cuda.is_initialized()  # every stage and the device probe were forks

@@ -8,22 +8,21 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import open_dict
+from conftest import config_names, fast_host
 
-from adb_bench.host import HostDevice
 from compress import pipeline
 from compress.config import build
 from compress.results import fail
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
-TECHNIQUES = sorted(p.stem for p in (CONF / "technique").glob("*.yaml"))
+MODELS = [m for m in config_names("model") if m != "custom"]  # a user's class: tests/test_custom_model.py
+TECHNIQUES = config_names("technique")
 TINY = (
     "dataset=fake", "dataset.input_shape=[3,16,16]", "dataset.n_train=64", "dataset.n_test=32", "train.epochs=1",
     "train.batch_size=32", "finetune.epochs=0", "finetune.between_epochs=0", "ratio=0.5",
-    "technique.calibration_batches=1", "technique.taylor_batches=1", "technique.sparsity_epochs=1",
-    "technique.epochs=1", "technique.max_iter=3",
 )  # fmt: skip
+# Speed knobs, set on every step that has them (calibration, Taylor gradients, sparse training, CP-ALS iterations).
+STEP_KNOBS = {"calibration_batches": 1, "taylor_batches": 1, "sparsity_epochs": 1, "epochs": 1, "max_iter": 3}
 # Smaller members of the big models' families, so the matrix fits CI: VGG-16 and MobileNetV2 at reduced width (the
 # same code, a tenth of the weights or less), and a small torchvision classifier (squeeze-and-excitation,
 # hard-swish) for the `torchvision` config.
@@ -32,22 +31,22 @@ SMALLER = {
     "mobilenet_v2": ["model.width_mult=0.35"],
     "torchvision": ["model.name=mobilenet_v3_small"],
 }
-# Speed knobs that only some techniques have (iterations of the CP-ALS inside prune_cp, ...), set on their steps.
-STEP_KNOBS = {"max_iter": 3}
 
 
 def tiny_cfg(make_cfg, model: str, technique: str):
-    overrides = [o for o in TINY if not o.startswith("technique.")]
-    cfg = make_cfg(f"model={model}", f"technique={technique}", *overrides, *SMALLER.get(model, []))
-    for override in TINY:  # technique knobs only where the technique has them
-        key, value = override.removeprefix("technique.").split("=")
-        if override.startswith("technique.") and key in cfg.technique:
-            cfg.technique[key] = type(cfg.technique[key])(value)
-    for step in cfg.technique.steps:
-        if step._target_.endswith("CPDecompose"):
-            with open_dict(step):
-                step.update(STEP_KNOBS)
+    cfg = make_cfg(f"model={model}", f"technique={technique}", *TINY, *SMALLER.get(model, []))
+    for step in cfg.technique.steps.values():
+        step.update({k: v for k, v in STEP_KNOBS.items() if k in step})
     return cfg
+
+
+# Each technique's own measure and how far it must move at ratio 0.5 on every model it applies to (int8: the file).
+REDUCES = {
+    "prune_magnitude": ("nonzero_reduction_x", 1.5), "deep_compression": ("nonzero_reduction_x", 1.5),
+    "prune_channel": ("macs_reduction_x", 1.2), "prune_quant": ("macs_reduction_x", 1.2),
+    "prune_qat": ("macs_reduction_x", 1.2), "prune_slim": ("macs_reduction_x", 1.05),
+    "quant_static": ("compression_x", 1.5), "qat": ("compression_x", 1.5),
+}  # fmt: skip
 
 
 def does_not_apply(model: torch.nn.Module, technique: str) -> str | None:
@@ -68,7 +67,7 @@ def test_every_model_technique_pair_is_a_working_row_or_says_why_not(make_cfg, m
     cfg = tiny_cfg(make_cfg, model, technique)
     row: dict = {"status": "failed"}
     try:
-        pipeline.run_variant(cfg, HostDevice(warmup=1, iters=1, min_time_s=0), row)
+        pipeline.run_variant(cfg, fast_host(), row)
     except Exception as exc:  # noqa: BLE001 — what the CLI does with it
         fail(row, exc)
     reason = does_not_apply(build(cfg.model), technique)
@@ -77,5 +76,8 @@ def test_every_model_technique_pair_is_a_working_row_or_says_why_not(make_cfg, m
         return
     assert row["status"] == "ok", row["error"]
     assert Path(row["artifact"]).stat().st_size == row["size_bytes"] and row["latency_ms_p50"] > 0
+    if technique in REDUCES:
+        column, least = REDUCES[technique]
+        assert row[column] > least, (column, row[column])
     loaded = build(cfg.export).load(Path(row["artifact"]))
     assert loaded(torch.randn(1, 3, 16, 16)).shape == (1, 10)

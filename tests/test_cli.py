@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ROOT, cli
+from conftest import ROOT, cli, config_names
 
-FAST = ["train.epochs=3", "device.iters=5", "device.warmup=1", "device.min_time_s=0"]
+FAST = ["train.epochs=3", "device.iters=5", "device.warmup=1", "device.min_time_s=0", "device.rounds=1"]
 
 
 def run_once(tmp_path: Path, run_dir: str, *overrides: str) -> tuple[subprocess.CompletedProcess, dict]:
@@ -122,7 +122,7 @@ def test_help_says_what_pocketbench_does_its_commands_presets_and_where_results_
     assert done.returncode == 0 and "powered by Hydra" not in done.stdout
     for command in ("python cli.py report SWEEP_DIR", "python cli.py devices", "python cli.py sensitivity", "-m "):
         assert command in done.stdout, command
-    presets = sorted(p.stem for p in (ROOT / "conf" / "sweep").glob("*.yaml"))
+    presets = config_names("sweep")
     assert f"sweep: {', '.join(presets)}" in done.stdout  # every preset, listed from conf/sweep
     groups = sorted(p.name for p in (ROOT / "conf").iterdir() if p.is_dir())
     assert all(f"\n{group}: " in done.stdout for group in groups), groups

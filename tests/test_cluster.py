@@ -38,5 +38,5 @@ def test_cluster_bits4_shares_16_values_through_finetune_and_gzips(lenet, lenet_
 
 
 def test_cluster_bits_knob_and_no_ratio(make_cfg):
-    step = build(make_cfg("technique=cluster", "technique.bits=3").technique.steps[0])
+    step = build(make_cfg("technique=cluster", "technique.steps.cluster.bits=3").technique.steps.cluster)
     assert step.bits == 3 and not step.takes_sweep_ratio

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from conftest import fast_host
 
-import adb_bench.host
 from compress import pipeline
 from compress.config import build
 from compress.techniques.lowrank import CPDecompose, n_params
@@ -16,13 +16,13 @@ QUICK = ("ratio=0.5", "train.epochs=1", "finetune.epochs=1", "finetune.between_e
 def run(make_cfg, technique: str, *overrides: str) -> dict:
     row: dict = {}
     cfg = make_cfg(f"technique={technique}", *QUICK, *overrides)
-    pipeline.run_variant(cfg, adb_bench.host.HostDevice(iters=5, warmup=1, min_time_s=0), row)
+    pipeline.run_variant(cfg, fast_host(), row)
     assert row["status"] == "ok"
     return row
 
 
 def test_prune_cp_prunes_at_a_fixed_90_percent_and_decomposes_at_the_sweep_ratio(make_cfg):
-    prune, cp = (build(s) for s in make_cfg("technique=prune_cp", "ratio=0.5").technique.steps)
+    prune, cp = (build(s) for s in make_cfg("technique=prune_cp", "ratio=0.5").technique.steps.values())
     assert isinstance(prune, MagnitudePrune) and prune.ratio == 0.9 and not prune.takes_sweep_ratio
     assert isinstance(cp, CPDecompose) and cp.takes_sweep_ratio
 

@@ -11,9 +11,8 @@ import time
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, fast_host
 
-from adb_bench.host import HostDevice
 from compress import accel, machine, pipeline
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not accel.seen().gpus, reason="no CUDA GPU")]
@@ -28,7 +27,7 @@ FAST = ["train.device=cuda", "train.epochs=3", "dataset.limit_train=2000", "fine
 def test_training_on_the_gpu_gives_ok_rows_timed_on_the_cpu(make_cfg, overrides):
     cfg = make_cfg(*FAST, *overrides)
     row: dict = {}
-    pipeline.run_variant(cfg, HostDevice(iters=5, warmup=1, min_time_s=0), row)
+    pipeline.run_variant(cfg, fast_host(), row)
     assert row["status"] == "ok", row.get("error")
     assert row["train_device"] == f"cuda:{accel.seen().gpus[0]}" and row["device"].startswith("host")
     assert row["acc_top1"] > 0.85 and row["latency_ms_p50"] > 0  # the exported file, in its CPU runtime

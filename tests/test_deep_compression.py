@@ -7,11 +7,10 @@ import copy
 
 import pytest
 import torch
-from conftest import make_context
+from conftest import fast_host, make_context
 from torch import nn
 from torch.utils.data import Subset
 
-from adb_bench.host import HostDevice
 from compress.config import build
 from compress.data import Data
 from compress.pipeline import run_variant
@@ -51,7 +50,8 @@ def test_pruned_zeros_and_shared_values_survive_finetune(lenet, mnist5k):
 
 
 def test_deep_compression_yaml_lists_the_three_steps(make_cfg):
-    steps = [build(s) for s in make_cfg("technique=deep_compression", "technique.bits=3").technique.steps]
+    nodes = make_cfg("technique=deep_compression", "technique.steps.cluster.bits=3").technique.steps
+    steps = [build(s) for s in nodes.values()]
     assert [type(s) for s in steps] == [MagnitudePrune, Cluster, StaticQuant]
     assert [s.takes_sweep_ratio for s in steps] == [True, False, False]
     assert (steps[0].scope, steps[1].bits) == ("global", 3)
@@ -67,7 +67,7 @@ def test_deep_compression_lenet_gzip_smaller_within_one_point(make_cfg, export, 
     for technique in ("none", "deep_compression"):
         rows[technique] = {}
         cfg = make_cfg(f"technique={technique}", "ratio=0.9", "train.epochs=5", f"export={export}")
-        run_variant(cfg, HostDevice(iters=5, warmup=1, min_time_s=0), rows[technique])
+        run_variant(cfg, fast_host(), rows[technique])
     row = rows["deep_compression"]
     assert row["status"] == "ok" and row["acc_delta"] >= -0.01
     assert rows["none"]["size_gzip_bytes"] / row["size_gzip_bytes"] >= gzip_x

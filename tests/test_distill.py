@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import Shifted
+from conftest import Shifted, fast_host
 from torch import nn
 
-import adb_bench.host
 from compress import pipeline
 from compress.config import build
 from compress.train import Distill, Recipe, fit
@@ -65,7 +64,7 @@ def test_distilled_cp_fine_tune_runs_end_to_end(make_cfg, monkeypatch, tmp_path)
     monkeypatch.setattr(Distill, "loss", lambda self, *args: marker.touch() or loss(self, *args))
     cfg = make_cfg("technique=cp", "ratio=0.5", "train.epochs=1", "finetune.epochs=1", "finetune.distill=true")
     row: dict = {}
-    pipeline.run_variant(cfg, adb_bench.host.HostDevice(iters=5, warmup=1, min_time_s=0), row)
+    pipeline.run_variant(cfg, fast_host(), row)
     assert row["status"] == "ok" and marker.exists()  # the fine-tune stage used the distillation loss
     assert row["acc_top1"] > 0.8 and row["acc_before_finetune"] is not None
     assert "cp features.3: rank 37" in row["notes"] and "rel_err" in row["notes"]
@@ -77,5 +76,5 @@ def test_distilled_tucker_fine_tune_recovers_with_the_default_gradient_clipping(
     train.grad_clip; with the default config it recovers."""
     cfg = make_cfg("technique=tucker", "ratio=0.5", "train.epochs=4", "finetune.epochs=1", "finetune.distill=true")
     row: dict = {}
-    pipeline.run_variant(cfg, adb_bench.host.HostDevice(iters=5, warmup=1, min_time_s=0), row)
+    pipeline.run_variant(cfg, fast_host(), row)
     assert row["status"] == "ok" and row["acc_delta"] >= -0.03

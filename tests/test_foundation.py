@@ -62,11 +62,13 @@ def test_host_benchmark_times_files_interleaved_in_one_session(lenet, tmp_path):
     export_ptl(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)), torch.zeros(1, 1, 28, 28),
                tmp_path / "b.ptl")  # fmt: skip
     files = [str(tmp_path / "a.ptl"), str(tmp_path / "b.ptl")]
-    a, b = HostDevice(threads=1, warmup=2, iters=7, min_time_s=0).benchmark(files, [1, 1, 28, 28])
-    # blocks of BLOCK runs of each file in turn: both files get the same number of samples, at least `iters`
-    assert len(a["samples_ms"]) == len(b["samples_ms"]) == BLOCK and a["threads"] == b["threads"] == 1
+    a, b = HostDevice(threads=1, warmup=2, iters=7, rounds=3, min_time_s=0).benchmark(files, [1, 1, 28, 28])
+    # per round, blocks of BLOCK runs of each file in turn: both files get the same number of samples, at least
+    # their share of `iters` (7 over 3 rounds: 3, 2, 2)
+    assert a["round_sizes"] == b["round_sizes"] == [BLOCK] * 3 and len(a["samples_ms"]) == 3 * BLOCK
+    assert a["threads"] == b["threads"] == 1 and a["rounds"] == 3
     assert min(b["samples_ms"]) > 0 and sorted(a["samples_ms"])[BLOCK // 2] > sorted(b["samples_ms"])[BLOCK // 2]
     # a time budget keeps timing past `iters`: LeNet-5 runs in well under 10 ms
-    (timed,) = HostDevice(warmup=0, iters=1, min_time_s=0.1).benchmark(files[:1], [1, 1, 28, 28])
+    (timed,) = HostDevice(warmup=0, iters=1, rounds=1, min_time_s=0.1).benchmark(files[:1], [1, 1, 28, 28])
     assert len(timed["samples_ms"]) > BLOCK and len(timed["samples_ms"]) % BLOCK == 0
 

@@ -8,12 +8,11 @@ import itertools
 
 import pytest
 import torch
-from conftest import make_context
+from conftest import fast_host, make_context
 from test_prune import BNNet, structure, widths
 from torch import nn
 from torch.utils.data import Subset
 
-from adb_bench.host import HostDevice
 from compress.config import build
 from compress.data import Data
 from compress.errors import UserError
@@ -83,7 +82,7 @@ def test_removing_zero_channels_keeps_the_function(mnist5k, kind):
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2)
     example = mnist5k.test[0][0].unsqueeze(0)
-    with prunable_groups(model, example) as (graph, groups):
+    with prunable_groups(model, example) as (graph, groups, _):
         penalized = channel_groups(graph, groups, kind)
     assert sorted(g.rows().shape[0] for g in penalized) == [16, 32, 32, 64]  # every group but the classifier's
     _zero_channels(next(g for g in penalized if g.root is model.features[0]), [1, 5, 7])
@@ -102,7 +101,7 @@ def test_resnet20_groups_span_the_residual_stream_and_removal_is_exact(make_cfg)
     torch.manual_seed(0)
     model = build(make_cfg("model=resnet20", "dataset=fake").model).eval()
     example = torch.randn(1, 3, 32, 32)
-    with prunable_groups(model, example) as (graph, groups):
+    with prunable_groups(model, example) as (graph, groups, _):
         penalized = channel_groups(graph, groups, "out")
     assert len(penalized) == 9  # the first conv of each of the 9 blocks; the residual streams feed zero-padding
     for group in penalized:
@@ -115,10 +114,10 @@ def test_resnet20_groups_span_the_residual_stream_and_removal_is_exact(make_cfg)
 
 
 def test_a_layer_with_every_channel_zero_is_a_user_error(lenet, lenet_context):
-    with prunable_groups(lenet, lenet_context.example) as (graph, groups):
+    with prunable_groups(lenet, lenet_context.example) as (graph, groups, _):
         first = next(g for g in channel_groups(graph, groups, "out") if g.root is lenet.features[0])
     first.write(torch.zeros_like(first.rows()))
-    with pytest.raises(UserError, match="every channel of features.0 is zero.*technique.group"):
+    with pytest.raises(UserError, match="every channel of features.0 is zero.*technique.steps.prune.group"):
         remove_dead_channels(lenet, lenet_context.example, "out")
 
 
@@ -149,9 +148,10 @@ def test_ratio_is_reached_zeros_survive_finetune_and_channels_are_gone(lenet, sm
 
 
 def test_strength_and_groups_knobs(make_cfg):
-    step = build(make_cfg("technique=prune_l0gl").technique.steps[0])
+    step = build(make_cfg("technique=prune_l0gl").technique.steps.prune)
     assert (type(step), step.takes_sweep_ratio, step.kind, step.lr) == (L0GroupPrune, True, "out", 0.01)
-    node = make_cfg("technique=prune_l0gl", "technique.strength=fixed", "technique.groups=in").technique.steps[0]
+    node = make_cfg("technique=prune_l0gl", "technique.steps.prune.strength=fixed",
+                    "technique.steps.prune.groups=in").technique.steps.prune
     fixed = build(node)
     assert (fixed.takes_sweep_ratio, fixed.kind) == (False, "in")
     with pytest.raises(UserError, match="groups='filter' is not an option; use one of out, in"):
@@ -177,8 +177,9 @@ def test_l0gl_on_lenet_removes_channels_within_2_points(lenet, lenet_context):
 @pytest.mark.slow
 def test_pipeline_prune_l0gl_row(make_cfg):
     row: dict = {}
-    cfg = make_cfg("technique=prune_l0gl", "ratio=0.7", "train.epochs=2", "technique.epochs=2", "finetune.epochs=1")
-    run_variant(cfg, HostDevice(iters=5, warmup=1, min_time_s=0), row)
+    cfg = make_cfg("technique=prune_l0gl", "ratio=0.7", "train.epochs=2", "technique.steps.prune.epochs=2",
+                   "finetune.epochs=1")
+    run_variant(cfg, fast_host(), row)
     assert row["status"] == "ok" and row["ratio"] == 0.7
     # measured: MACs 1.39× fewer, file 1.94× smaller, nonzero parameters 4.0× fewer
     assert row["macs_reduction_x"] > 1.25 and row["compression_x"] > 1.6 and row["nonzero_reduction_x"] > 3

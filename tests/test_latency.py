@@ -92,3 +92,43 @@ def test_speedup_interval_contains_the_true_ratio_about_95_percent_of_the_time()
 def test_speedup_of_two_samples_of_the_same_timings_contains_one():
     cols = speedup_columns(timings(400, seed=20), timings(400, seed=21))
     assert cols["speedup_x_lo"] < 1.0 < cols["speedup_x_hi"]
+
+
+def rounds_of_levels(rounds: int, n: int, seed: int, median: float = TRUE_MEDIAN) -> list[float]:
+    """`rounds` rounds of `n` timings, each round at its own level (a process's memory layout, its machine state:
+    log-normal, 10% spread) with 3% noise inside it; the median over processes is `median`."""
+    rng = np.random.default_rng(seed)
+    return [median * level * t for level in rng.lognormal(0, 0.1, rounds) for t in rng.lognormal(0, 0.03, n)]
+
+
+def test_an_interval_over_rounds_holds_the_median_over_processes_where_one_within_them_does_not():
+    sessions = [rounds_of_levels(6, 50, seed) for seed in range(100)]
+    within = [interval(bootstrap_medians(s, resamples=500)) for s in sessions]
+    over = [interval(bootstrap_medians(s, [50] * 6, resamples=500)) for s in sessions]
+    assert np.mean([lo < TRUE_MEDIAN < hi for lo, hi in over]) >= 0.8  # 0.89
+    assert np.mean([lo < TRUE_MEDIAN < hi for lo, hi in within]) < 0.6  # 0.47: the process level is outside it
+
+
+def test_rounds_of_unequal_sizes_and_a_count_that_does_not_add_up():
+    sample = timings(30, seed=4)
+    lo, hi = interval(bootstrap_medians(sample, [10, 5, 15]))
+    assert lo <= np.median(sample) <= hi
+    with pytest.raises(ValueError, match="rounds of \\[10, 5\\] samples do not add up to 30"):
+        bootstrap_medians(sample, [10, 5])
+
+
+def test_the_speedup_draws_the_same_rounds_for_both_files():
+    """A level shared by the two files of a round (the machine's state then) cancels in their ratio: the paired
+    interval is narrow and holds the true 2x. Levels of each file's own (where its memory landed) widen it, and
+    it still holds 2x about as often as it promises, where an interval within rounds does not."""
+    rng = np.random.default_rng(7)
+    shared = rng.lognormal(0, 0.1, 5)
+    ref = [0.28 * level * t for level in shared for t in rng.lognormal(0, 0.02, 40)]
+    var = [0.14 * level * t for level in shared for t in rng.lognormal(0, 0.02, 40)]
+    paired = speedup_columns(ref, var, [40] * 5, [40] * 5)
+    assert paired["speedup_x_lo"] < 2.0 < paired["speedup_x_hi"] < 1.05 * paired["speedup_x_lo"]
+    pairs = [(rounds_of_levels(5, 40, 2 * s, 0.28), rounds_of_levels(5, 40, 2 * s + 1, 0.14)) for s in range(60)]
+    over = [speedup_columns(a, b, [40] * 5, [40] * 5) for a, b in pairs]
+    within = [speedup_columns(a, b) for a, b in pairs]
+    assert np.mean([c["speedup_x_lo"] < 2.0 < c["speedup_x_hi"] for c in over]) >= 0.85
+    assert np.mean([c["speedup_x_lo"] < 2.0 < c["speedup_x_hi"] for c in within]) < 0.75

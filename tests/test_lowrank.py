@@ -109,16 +109,17 @@ def test_vbmf_finds_the_rank_of_a_noisy_low_rank_matrix(true_rank):
 
 
 def test_tucker_vbmf_from_yaml_ignores_the_ratio_and_notes_its_ranks(make_cfg, lenet, lenet_context):
-    (step,) = [build(s) for s in make_cfg("technique=tucker", "technique.rank=vbmf").technique.steps]
+    steps = make_cfg("technique=tucker", "technique.steps.decompose.rank=vbmf").technique.steps
+    (step,) = [build(s) for s in steps.values()]
     assert step.rank == "vbmf" and not step.takes_sweep_ratio
-    assert [build(s).takes_sweep_ratio for s in make_cfg("technique=cp").technique.steps] == [True]
+    assert [build(s).takes_sweep_ratio for s in make_cfg("technique=cp").technique.steps.values()] == [True]
     step.apply(lenet, None, lenet_context)
     r_out, r_in = vbmf_ranks(lenet_context.teacher.features[3].weight)
     assert any(n.startswith(f"tucker features.3: rank ({r_out}, {r_in})") for n in lenet_context.notes)
     with pytest.raises(UserError, match="tucker rank must be one of: .*vbmf; got 'auto'"):
         TuckerDecompose(rank="auto")
     with pytest.raises(UserError, match="cp rank must be one of: null .*, a positive int; got 'vbmf'"):
-        build(make_cfg("technique=cp", "technique.rank=vbmf").technique.steps[0])
+        build(make_cfg("technique=cp", "technique.steps.decompose.rank=vbmf").technique.steps.decompose)
 
 
 @pytest.mark.parametrize("include_classifier", [False, True])

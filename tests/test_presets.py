@@ -6,13 +6,13 @@ import itertools
 
 import pandas as pd
 import pytest
-from conftest import ROOT, cli
+from conftest import ROOT, cli, config_names
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ValueType
 from omegaconf import DictConfig
 
-TECHNIQUES = {p.stem for p in (ROOT / "conf" / "technique").glob("*.yaml")}
+TECHNIQUES = set(config_names("technique"))
 NEEDS_BATCHNORM = {"prune_slim"}  # network slimming scales BN layers; LeNet-5 has none
 
 
@@ -76,7 +76,7 @@ def test_reduced_quickstart_runs_end_to_end(tmp_path):
     command = [
         "sweep=quickstart", f"technique={','.join(techniques)}", "ratio=0.5",
         "train.epochs=1", "finetune.epochs=0", "finetune.between_epochs=0", "dataset.limit_train=500",
-        "dataset.limit_test=100", "device.warmup=1", "device.iters=2", "device.min_time_s=0",
+        "dataset.limit_test=100", "device.warmup=1", "device.iters=2", "device.min_time_s=0", "device.rounds=1",
         f"cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
     ]  # fmt: skip
     done = cli(*command, timeout=900)

@@ -6,12 +6,11 @@ import copy
 
 import pytest
 import torch
-from conftest import make_context
+from conftest import fast_host, make_context
 from torch import nn
 from torch.utils.data import Subset
 from torchvision.models import resnet18
 
-from adb_bench.host import HostDevice
 from compress import metrics
 from compress.config import build
 from compress.data import Data
@@ -189,8 +188,9 @@ def test_resnet18_prunes_across_skip_connections(make_cfg):
 
 
 def test_technique_knobs_reach_the_step(make_cfg):
-    cfg = make_cfg("technique=prune_channel", "technique.importance=taylor", "technique.iterations=3")
-    step = build(cfg.technique.steps[0])
+    cfg = make_cfg("technique=prune_channel", "technique.steps.prune.importance=taylor",
+                   "technique.steps.prune.iterations=3")
+    step = build(cfg.technique.steps.prune)
     assert (type(step), step.importance, step.iterations, step.takes_sweep_ratio) == (ChannelPrune, "taylor", 3, True)
     fixed = build({"_target_": "compress.techniques.prune.MagnitudePrune", "ratio": 0.8})  # as in combined pipelines
     assert (fixed.ratio, fixed.takes_sweep_ratio) == (0.8, False)
@@ -216,15 +216,16 @@ def test_retrain_increments_decides_the_finetunes_between_increments(lenet, mnis
 def test_every_pruning_technique_passes_retrain_increments_to_its_step(make_cfg, technique):
     """`technique.finetune_between` is about fine-tuning between a technique's steps; the pruning step's own
     `retrain_increments` reaches it from every technique that prunes (prune_qat used to drop it)."""
-    cfg = make_cfg(f"technique={technique}", "technique.iterations=3", "technique.retrain_increments=false")
-    step = build(cfg.technique.steps[0])
+    cfg = make_cfg(f"technique={technique}", "technique.steps.prune.iterations=3",
+                   "technique.steps.prune.retrain_increments=false")
+    step = build(cfg.technique.steps.prune)
     assert (step.iterations, step.retrain_increments) == (3, False)
 
 
 def run(make_cfg, *overrides: str) -> dict:
     cfg = make_cfg(*overrides, "train.epochs=1", "finetune.epochs=1")
     row: dict = {}
-    run_variant(cfg, HostDevice(iters=5, warmup=1, min_time_s=0), row)
+    run_variant(cfg, fast_host(), row)
     base = build(cfg.model)
     return row | {"base": metrics.count_params(base) | {"macs": metrics.count_macs(base, torch.zeros(1, 1, 28, 28))}}
 

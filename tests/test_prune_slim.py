@@ -6,11 +6,10 @@ import copy
 
 import pytest
 import torch
-from conftest import make_context
+from conftest import fast_host, make_context
 from test_prune import BNNet, widths
 from torch.utils.data import Subset
 
-from adb_bench.host import HostDevice
 from compress.config import build
 from compress.data import Data
 from compress.errors import UserError
@@ -55,6 +54,6 @@ def test_slim_needs_batchnorm(lenet, lenet_context):
 @pytest.mark.slow
 def test_pipeline_prune_slim_on_lenet_says_what_to_do(make_cfg):
     cfg = make_cfg("technique=prune_slim", "train.epochs=1", "finetune.epochs=1")
-    assert build(cfg.technique.steps[0]).lr == cfg.finetune.lr
+    assert build(cfg.technique.steps.prune).lr == cfg.finetune.lr
     with pytest.raises(UserError, match="LeNet5 has none; use technique=prune_channel"):
-        run_variant(cfg, HostDevice(warmup=1, iters=1, min_time_s=0), row={})
+        run_variant(cfg, fast_host(), row={})

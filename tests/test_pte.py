@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import ROOT, cli, make_context
+from conftest import cli, config_names, fast_host, make_context
 from executorch.extension.pybindings import portable_lib
 from misbehaving import DataDependent
 from torch import nn
@@ -174,11 +174,12 @@ def test_host_device_times_pte_beside_ptl_on_its_threads(lenet, lenet_pte, tmp_p
     ptl = tmp_path / "m.ptl"
     export_ptl(lenet, torch.zeros(1, 1, 28, 28), ptl, optimize=False)
     use_threads(2)  # (more torch threads would start OpenMP in this process, which later tests fork)
-    results = HostDevice(threads=1, warmup=2, iters=40, min_time_s=0).benchmark(
+    results = HostDevice(threads=1, warmup=2, iters=40, rounds=2, min_time_s=0).benchmark(
         [str(ptl), str(lenet_pte["fp32"])], [1, 1, 28, 28]
     )
-    assert portable_lib._threadpool_get_thread_count() == 1  # XNNPACK ran on the device's threads
-    assert [len(r["samples_ms"]) for r in results] == [40, 40] and all(r["threads"] == 1 for r in results)
+    # each round resized the pool it forked with: XNNPACK ran on the device's threads, as the rows say
+    assert [len(r["samples_ms"]) for r in results] == [40, 40] and [r["threads"] for r in results] == [1, 1]
+    assert portable_lib._threadpool_get_thread_count() == 2  # this process's pool is as it was
 
 
 def test_forked_stage_runs_a_pte_on_the_pool_the_parent_started(lenet_pte, mnist5k, tmp_path):
@@ -240,8 +241,8 @@ def test_pte_export_config_builds_the_format(make_cfg):
 
 
 QUICK = ("ratio=0.5", "train.epochs=1", "finetune.epochs=1", "finetune.between_epochs=1")
-HOST = HostDevice(iters=5, warmup=1, min_time_s=0)
-EVERY_TECHNIQUE = sorted(p.stem for p in (ROOT / "conf" / "technique").glob("*.yaml"))
+HOST = fast_host()
+EVERY_TECHNIQUE = config_names("technique")
 
 
 def row_of(make_cfg, technique: str, fmt: str, *overrides: str) -> dict:
@@ -272,7 +273,8 @@ def test_pte_row_is_as_accurate_as_the_ptl_row_of_the_same_variant(make_cfg, tec
 )  # prune_slim needs BatchNorm, which LeNet-5 lacks (test_batchnorm_net_exports_float_and_qat covers its models)
 def test_every_technique_exports_to_pte(make_cfg, technique):
     row = row_of(make_cfg, technique, "pte")
-    assert row["acc_top1"] > 0.75 and row["notes"].count("portable kernels") == 0
+    # within 3 points of the base's .pte (measured: -0.1 to +7.8 points, the fine-tune epoch adds to a 1-epoch base)
+    assert row["acc_delta"] > -0.03 and row["notes"].count("portable kernels") == 0
     if technique in ("quant_dynamic", "qat", "prune_quant", "prune_qat", "tucker_quant"):  # int8 through PT2E
         assert row["compression_x"] > 2.5
 
@@ -281,7 +283,7 @@ def test_every_technique_exports_to_pte(make_cfg, technique):
 def test_a_sweep_over_both_formats_gives_rows_side_by_side(tmp_path):
     proc = cli("-m", "export=ptl,pte", "technique=quant_static", f"cache_dir={tmp_path / 'cache'}",
                f"hydra.sweep.dir={tmp_path / 'sweep'}", "train.epochs=1", "finetune.epochs=0", "device.iters=5",
-               "device.warmup=1", "device.min_time_s=0", timeout=900)  # fmt: skip
+               "device.warmup=1", "device.min_time_s=0", "device.rounds=1", timeout=900)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     table = pd.read_csv(tmp_path / "sweep" / "summary.csv")
     assert list(table["format"]) == ["ptl", "pte"] and set(table["status"]) == {"ok"}

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_context
+from conftest import fast_host, make_context
 from misbehaving import DataDependent
 from torch import nn
 from torch.ao.nn.quantized import dynamic as nnqd
 from torch.ao.quantization import FakeQuantizeBase, ObserverBase
 
-from adb_bench.host import HostDevice
 from compress.config import build
 from compress.errors import UserError
 from compress.formats.ptl import export_ptl, load_ptl
@@ -106,7 +105,7 @@ def test_qnnpack_model_runs_on_the_host_under_qnnpack(_trained_lenet, mnist5k, t
     x = torch.stack([mnist5k.test[i][0] for i in range(32)])
     with quantized_engine("qnnpack"):
         assert torch.equal(load_ptl(path)(x), quantized(x))
-    [result] = HostDevice(warmup=1, iters=3, min_time_s=0, qengine="qnnpack").benchmark([str(path)], [1, 1, 28, 28])
+    [result] = fast_host(iters=3, qengine="qnnpack").benchmark([str(path)], [1, 1, 28, 28])
     assert result["qengine"] == "qnnpack" and len(result["samples_ms"]) >= 3 and min(result["samples_ms"]) > 0
 
 
@@ -120,12 +119,12 @@ def test_untraceable_model_gets_a_one_line_user_error(step, mnist5k):
 
 
 def test_knobs_reach_the_steps_and_are_checked(make_cfg):
-    step = build(make_cfg("technique=quant_static", "technique.observer=histogram").technique.steps[0])
+    step = build(make_cfg("technique=quant_static", "technique.steps.quant.observer=histogram").technique.steps.quant)
     assert (step.observer, step.calibration_batches) == ("histogram", 10)
-    qat = build(make_cfg("technique=qat", "technique.calibration_batches=3").technique.steps[0])
+    qat = build(make_cfg("technique=qat", "technique.steps.quant.calibration_batches=3").technique.steps.quant)
     assert qat.calibration_batches == 3
     for name in ("quant_static", "quant_dynamic", "qat"):
-        step = build(make_cfg(f"technique={name}").technique.steps[0])
+        step = build(make_cfg(f"technique={name}").technique.steps.quant)
         assert not step.takes_sweep_ratio and step.uses_qengine
     with pytest.raises(UserError, match="observer"):
         StaticQuant(observer="percentile")
@@ -138,7 +137,7 @@ def test_knobs_reach_the_steps_and_are_checked(make_cfg):
 @pytest.mark.slow
 def test_pipeline_quant_static_row_and_ratio_shares_the_cache(make_cfg):
     overrides = ("model=mlp", "technique=quant_static", "train.epochs=1", "finetune.epochs=0")
-    device = HostDevice(iters=5, warmup=1, min_time_s=0)
+    device = fast_host()
     row: dict = {}
     run_variant(make_cfg(*overrides, "ratio=0.5"), device, row)
     assert row["status"] == "ok" and row["artifact_from"] == "computed"

@@ -183,7 +183,7 @@ def test_sweep_writes_a_report_and_prints_progress_without_control_characters(tm
     sweep = tmp_path / "sweep"
     args = ["-m", "technique=none,prune_magnitude", "ratio=0.5,0.9", f"cache_dir={tmp_path / 'cache'}",
             f"hydra.sweep.dir={sweep}", "train.epochs=2", "finetune.epochs=1", "device.iters=20",
-            "device.warmup=2", "device.min_time_s=0"]  # fmt: skip
+            "device.warmup=2", "device.min_time_s=0", "device.rounds=1"]  # fmt: skip
     proc = cli(*args, env={"OMP_NUM_THREADS": "1"}, timeout=900)
     assert proc.returncode == 0, proc.stderr
     summary = pd.read_csv(sweep / "summary.csv")

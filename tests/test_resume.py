@@ -106,7 +106,7 @@ def test_limits_wait_s_expires_into_a_one_line_error_and_a_rerun_computes(make_c
 
 
 SWEEP = ["-m", "technique=none,prune_magnitude", "ratio=0.5", "train.epochs=2", "finetune.epochs=1",
-         "device.iters=5", "device.warmup=1", "device.min_time_s=0"]  # fmt: skip
+         "device.iters=5", "device.warmup=1", "device.min_time_s=0", "device.rounds=1"]  # fmt: skip
 
 
 def sweep(tmp_path: Path, name: str) -> subprocess.Popen:

@@ -21,7 +21,7 @@ from compress.errors import UserError, one_line
 from compress.pipeline import once
 
 QUICK = ["train.epochs=1", "finetune.epochs=1", "dataset.limit_train=1000", "dataset.limit_test=300",
-         "device.warmup=1", "device.iters=20", "device.min_time_s=0"]  # fmt: skip
+         "device.warmup=1", "device.iters=20", "device.min_time_s=0", "device.rounds=1"]  # fmt: skip
 SWEEP = ["technique=none,prune_magnitude,prune_channel,quant_dynamic", "ratio=0.5"]
 Table = pd.DataFrame
 SAME = ["acc_top1", "size_bytes", "macs", "nonzero_params", "params"]  # what must not depend on the launcher

@@ -8,14 +8,16 @@ import copy
 import pandas as pd
 import pytest
 import torch
-from conftest import cli
+from conftest import cli, fast_host
 from torch import nn
 
-from adb_bench.host import HostDevice
-from compress import pipeline, sensitivity
+from compress import pipeline
+from compress.allocation import allocate
+from compress.commands.sensitivity import command
 from compress.errors import UserError
-from compress.sensitivity import RATIOS, allocate, command
+from compress.techniques import sensitivity
 from compress.techniques.prune import ChannelPrune, MagnitudePrune
+from compress.techniques.sensitivity import RATIOS
 from compress.train import evaluate
 
 
@@ -100,8 +102,8 @@ def test_command_writes_curves_and_a_rerun_or_a_variant_computes_nothing(make_cf
 
     # a variant with scope=sensitivity and the same cache reads the same curves
     row: dict = {}
-    cfg = make_cfg(*overrides, "technique=prune_channel", "technique.scope=sensitivity", "ratio=0.7")
-    pipeline.run_variant(cfg, HostDevice(iters=5, warmup=1, min_time_s=0), row)
+    cfg = make_cfg(*overrides, "technique=prune_channel", "technique.steps.prune.scope=sensitivity", "ratio=0.7")
+    pipeline.run_variant(cfg, fast_host(), row)
     assert row["status"] == "ok" and "sensitivity ratios: features.0" in row["notes"]
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from conftest import config_names
 from omegaconf import OmegaConf
 
 from compress.config import build
@@ -18,7 +19,7 @@ from compress.formats.ptl import export_ptl, load_ptl
 from compress.pipeline import base_model
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+MODELS = [m for m in config_names("model") if m != "custom"]  # a user's class: tests/test_custom_model.py
 
 
 def _shapes() -> dict[tuple, list[str]]:

@@ -3,9 +3,10 @@ portable kernels) → an ExecuTorch program; loaded back with ExecuTorch's runti
 ExecuTorch Android runtime run. int8 files come from the PT2E route (compress/techniques/pt2e.py).
 
 A .pte has static shapes: the file takes the example's shape (batch 1), so evaluation runs one sample per call and
-the file whose accuracy is measured is the file that is timed. Importing this module imports ExecuTorch and the
-PT2E route once in the job process, so the forked stage children do not each pay for it; importing starts no thread
-(ExecuTorch's thread pool starts when a program first runs, in a child).
+the file whose accuracy is measured is the file that is timed. Importing this module imports ExecuTorch once in
+the job process, so the forked stage children do not each pay for it (the variant's plan imports the PT2E route
+when a step quantizes); importing starts no thread (ExecuTorch's thread pool starts when a program first runs, in
+a child).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from executorch.extension.pybindings import portable_lib
 from executorch.runtime import Runtime
 from torch import nn
 
-import compress.techniques.pt2e  # noqa: F401 — the int8 route of this format, imported before the children fork
 from compress.cache import atomic_write
 from compress.errors import UserError, cannot
 from compress.formats.base import Format

@@ -29,7 +29,8 @@ class Context:
     data: Data
     example: torch.Tensor  # one input batch of size 1, the shape the model is exported with
     teacher: nn.Module  # the trained base model (read-only)
-    finetune: Callable[[nn.Module, int], nn.Module]  # (model, epochs) -> model, the finetune recipe
+    finetune: Callable[..., nn.Module]  # (model, epochs, *, lr, label, after_backward, after_step) -> model: the
+    # one way a step trains: train: and finetune: (optimizer, schedule, clipping, distillation) with its hooks
     qengine: str  # quantized engine of the target device: qnnpack (phones), x86, fbgemm, onednn
     seed: int
     batch_size: int = 64
@@ -38,6 +39,7 @@ class Context:
     format: Format = field(default_factory=Ptl)  # the export format: the int8 steps take its quantization route
     cache_dir: str | None = None  # the stage cache, for what a step derives from the base model (None: not cached)
     data_key: str = ""  # identity of the data set and threads (no paths): the key part of such derived results
+    wait_s: float = 86400  # how long to wait for another job deriving the same result (limits.wait_s)
 
     def train_batches(self, n: int):
         """The first `n` input batches of the training set (calibration, gradients for importance)."""
@@ -54,10 +56,12 @@ class Step:
     """One compression step. `apply` runs before the fine-tune stage, `finalize` after it.
 
     `uses_ratio` says whether the top-level `ratio` means something to this step; a step built with
-    a fixed `ratio` in its YAML ignores the top-level one.
+    a fixed `ratio` in its YAML ignores the top-level one. `uses_qengine`: the step packs int8 weights for the
+    device's quantized engine, which then joins the variant's key.
     """
 
     uses_ratio: bool = True
+    uses_qengine: bool = False  # whether the result depends on the device's quantized engine (int8 weights)
 
     def __init__(self, ratio: float | None = None):
         self.ratio = ratio

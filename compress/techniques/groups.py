@@ -39,15 +39,16 @@ def standing_aside(model: nn.Module) -> Iterator[None]:
 
 
 @contextmanager
-def prunable_groups(model: nn.Module, example: torch.Tensor) -> Iterator[tuple[tp.DependencyGraph, list]]:
-    """torch-pruning's dependency graph of `model` and the groups it may prune (not the classifier's outputs, not
-    the layers feeding zero-padded shortcuts), with the CHANNEL_KEEPING layers aside for the block."""
+def prunable_groups(model: nn.Module, example: torch.Tensor) -> Iterator[tuple[tp.DependencyGraph, list, list]]:
+    """torch-pruning's dependency graph of `model` (one trace), the groups it may prune (not the classifier's
+    outputs, not the layers feeding zero-padded shortcuts) and those layers, with the CHANNEL_KEEPING layers aside
+    for the block."""
     classifier = output_layer(model, example)
     with standing_aside(model):
-        kept = padded_channel_layers(model.eval(), example)
-        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+        graph = tp.DependencyGraph().build_dependency(model.eval(), example_inputs=example)
+        kept = padded_channel_layers(graph)
         layers = tuple(LAYER_TYPES.values())
-        yield graph, list(graph.get_all_groups(ignored_layers=[classifier, *kept], root_module_types=layers))
+        yield graph, list(graph.get_all_groups(ignored_layers=[classifier, *kept], root_module_types=layers)), kept
 
 
 def _pads_channels(node: tp.dependency.Node) -> bool:
@@ -57,11 +58,10 @@ def _pads_channels(node: tp.dependency.Node) -> bool:
     return pad is not None and len(pad) >= 6 and any(pad[4:6])
 
 
-def padded_channel_layers(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
+def padded_channel_layers(graph: tp.DependencyGraph) -> list[nn.Module]:
     """Layers whose output channels reach a channel-padding op (the option-A shortcut of CIFAR ResNets): pruning
     them would join tensors of different widths, so they keep their channels and pruning happens inside the blocks
     (Li et al. 2017 prune ResNet-56 the same way)."""
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
     layers = tuple(LAYER_TYPES.values())
     kept: list[nn.Module] = []
     for group in graph.get_all_groups(root_module_types=layers):

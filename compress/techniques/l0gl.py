@@ -15,20 +15,17 @@ the group costs ½‖x‖²; for a given k the top-k entries are best, so one so
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch_pruning as tp
 from torch import nn
-from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from compress.errors import UserError
 from compress.techniques.base import Context, Step, choice
 from compress.techniques.groups import prunable_groups
-from compress.techniques.prune import KeptZeros
-from compress.train import Recipe, fit
+from compress.techniques.masks import KeptZeros
 
 STRENGTHS = ("ratio", "fixed")
 GROUP_KINDS = ("out", "in")
@@ -167,13 +164,13 @@ def remove_dead_channels(model: nn.Module, example: torch.Tensor, kind: str) -> 
     channels are all zero would cut the network: a one-line error says what to lower."""
     removed = 0
     names = {m: name for name, m in model.named_modules()}
-    with prunable_groups(model, example) as (graph, groups):
+    with prunable_groups(model, example) as (graph, groups, _):
         for channels in channel_groups(graph, groups, kind):
             dead = channels.dead()
             if len(dead) == channels.parts[0].index.shape[0]:
                 raise UserError(
                     f"every channel of {names[channels.root]} is zero after the proximal training; lower the ratio "
-                    "or technique.group"
+                    "or technique.steps.prune.group"
                 )
             if dead:
                 graph.get_pruning_group(channels.root, channels.handler, dead).prune()
@@ -232,20 +229,6 @@ class Proximal:
         return high
 
 
-@contextmanager
-def after_every_optimizer_step(apply: Callable[[float], None]) -> Iterator[None]:
-    """Call `apply(lr)` after every optimizer step taken inside the block (torch's global step post-hook)."""
-
-    def hook(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
-        apply(optimizer.param_groups[0]["lr"])
-
-    handle = register_optimizer_step_post_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
 def _zero_fraction(groups: list[ChannelGroups]) -> float:
     rows = [g.rows() for g in groups]
     return sum(int((x == 0).sum()) for x in rows) / max(sum(x.numel() for x in rows), 1)
@@ -277,15 +260,14 @@ class L0GroupPrune(Step):
         self._zeros = KeptZeros()
 
     def apply(self, model: nn.Module, ratio: float | None, ctx: Context) -> nn.Module:
-        with prunable_groups(model, ctx.example) as (graph, groups):
+        with prunable_groups(model, ctx.example) as (graph, groups, _):
             penalized = channel_groups(graph, groups, self.kind)
         if not penalized:
             raise UserError(f"{type(model).__name__} has no channel group the ℓ0 group penalty can act on")
-        recipe = Recipe(epochs=self.epochs, lr=self.lr, batch_size=ctx.batch_size)
         steps = self.epochs * -(-len(ctx.data.train) // ctx.batch_size)
         target = _sparsity_schedule(ratio, steps) if self.uses_ratio else None
-        with after_every_optimizer_step(Proximal(penalized, self.l0, self.group, target)):
-            model = fit(model, ctx.data.train, recipe, ctx.seed)
+        proximal = Proximal(penalized, self.l0, self.group, target)
+        model = ctx.finetune(model, self.epochs, lr=self.lr, label="proximal training", after_step=proximal)
         sparsity = _zero_fraction(penalized)
         removed = remove_dead_channels(model, ctx.example, self.kind)
         for param in model.parameters():

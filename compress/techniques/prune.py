@@ -3,7 +3,8 @@ tensors, and structured channel pruning (torch-pruning), which removes channels 
 
 Both prune to the target ratio in `iterations` equal increments, fine-tuning `ctx.between_epochs`
 between increments when `retrain_increments` (the classic prune → retrain loop); the final ratio is the one-shot
-ratio. With `scope: sensitivity` each layer gets the ratio its sensitivity curve allows (compress/sensitivity.py).
+ratio. With `scope: sensitivity` each layer gets the ratio its sensitivity curve allows (techniques/sensitivity.py
+measures the curves, compress/allocation.py allocates the ratios).
 """
 
 from __future__ import annotations
@@ -14,19 +15,19 @@ import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 from torch.nn.utils import prune
-from torch.utils.hooks import RemovableHandle
 
+from compress.allocation import allocate, allocation_note
 from compress.data import make_loader
 from compress.errors import UserError
-from compress.sensitivity import allocate, allocation_note, curves
 from compress.techniques.base import Context, Step, choice
 from compress.techniques.groups import (
     LAYER_TYPES,
     output_layer,
-    padded_channel_layers,
     prunable_groups,
     standing_aside,
 )
+from compress.techniques.masks import KeptZeros
+from compress.techniques.sensitivity import curves
 
 IMPORTANCES = {
     # Li et al. 2017: norm of each filter of the layer whose output channels are removed
@@ -53,25 +54,6 @@ def _schedule(model: nn.Module, ctx: Context, iterations: int, retrain: bool):
         if i and retrain:
             model = ctx.finetune(model, ctx.between_epochs)
         yield i, model.eval()
-
-
-class KeptZeros:
-    """Gradient masks that keep the zero weights of tensors at zero through fine-tuning (SGD and Adam with coupled
-    weight decay never move a weight whose gradient is zero), until `release`."""
-
-    def __init__(self) -> None:
-        self._hooks: dict[nn.Parameter, RemovableHandle] = {}
-
-    def keep(self, weight: nn.Parameter) -> None:
-        if weight in self._hooks:
-            self._hooks.pop(weight).remove()
-        mask = (weight != 0).to(weight.dtype)
-        self._hooks[weight] = weight.register_hook(lambda grad: grad * mask.to(grad.device))
-
-    def release(self) -> None:
-        for handle in self._hooks.values():
-            handle.remove()
-        self._hooks.clear()
 
 
 def _zero_smallest(layer: nn.Module, sparsity: float) -> None:
@@ -147,7 +129,7 @@ class MagnitudePrune(Step):
         self._zeros.release()
         return model
 
-    # --- what the sensitivity analysis (compress/sensitivity.py) asks of a pruning step ---
+    # --- what the sensitivity analysis (compress/techniques/sensitivity.py) asks of a pruning step ---
 
     def sensitivity_method(self) -> dict:
         return {"step": "magnitude", "layers": sorted(t.__name__ for t in self.layer_types)}
@@ -184,8 +166,13 @@ class ChannelPrune(Step):
         retrain_increments: bool = True,
         taylor_batches: int = 8,
         max_layer_ratio: float = 0.9,
+        round_to: int | None = None,
     ):
         super().__init__(ratio)
+        if round_to is not None and (not isinstance(round_to, int) or round_to < 1):
+            raise UserError(f"round_to={round_to!r} must be a positive integer (channels per layer a multiple of it) "
+                            "or null")  # fmt: skip
+        self.round_to = round_to
         self.importance = choice("importance", importance, tuple(IMPORTANCES))
         self.scope = choice("scope", scope, ("uniform", "global", "sensitivity"))
         self.iterations = _iterations(iterations)
@@ -199,7 +186,7 @@ class ChannelPrune(Step):
         ):
             raise UserError(
                 f"importance bn_scale needs BatchNorm layers and {type(model).__name__} has none; "
-                "use technique.importance=l1 (or l2, taylor, group_norm)"
+                "use technique.steps.prune.importance=l1 (or l2, taylor, group_norm)"
             )
 
     def make_importance(self) -> tp.importance.Importance:
@@ -208,33 +195,34 @@ class ChannelPrune(Step):
     def apply(self, model: nn.Module, ratio: float, ctx: Context) -> nn.Module:
         self.check_model(model)
         channels = _channels(model)
-        pruned = self._prune(model, ratio, self.layer_ratios(model, ratio, ctx), self.iterations, ctx)
+        widths, kept = self._layout(model, ctx)  # one dependency-graph trace for both (MetaPruner traces its own)
+        pruned = self._prune(model, ratio, self.layer_ratios(model, ratio, ctx, widths), self.iterations, ctx, kept)
         ctx.note(f"channel pruning ({self.importance}, {self.scope}): {channels} → {_channels(pruned)} channels")
         return pruned
 
-    def layer_ratios(self, model: nn.Module, ratio: float, ctx: Context) -> dict[str, float] | None:
+    def layer_ratios(self, model: nn.Module, ratio: float, ctx: Context, widths: dict[str, int]
+                     ) -> dict[str, float] | None:  # fmt: skip
         """Each prunable group's ratio by the name of its root layer (None: all channels ranked together)."""
         if self.scope == "global":
             return None
-        widths = self.sensitivity_layers(model, ctx)
         ratios = dict.fromkeys(widths, ratio)
         if self.scope == "sensitivity":
             ratios = allocate(curves(self, model, ctx), ratio, self.max_layer_ratio)
             ctx.note(allocation_note(ratios))
         return {name: _keeping_one(widths[name], r) for name, r in ratios.items()}
 
-    def _prune(
-        self, model: nn.Module, ratio: float, layer_ratios: dict[str, float] | None, iterations: int, ctx: Context
-    ) -> nn.Module:
+    def _prune(self, model: nn.Module, ratio: float, layer_ratios: dict[str, float] | None, iterations: int,
+               ctx: Context, kept: list[nn.Module] | None = None) -> nn.Module:  # fmt: skip
+        """Prune with torch-pruning; `kept`: the layers that keep their channels (found here when None)."""
+        kept = self._layout(model, ctx)[1] if kept is None else kept
         classifier = output_layer(model, ctx.example)
         per_layer = None if layer_ratios is None else {model.get_submodule(n): r for n, r in layer_ratios.items()}
         with standing_aside(model):
-            kept = padded_channel_layers(model.eval(), ctx.example)
             pruner = tp.pruner.MetaPruner(  # per-layer ratios are final; a global ranking is capped per layer
                 model, ctx.example, importance=self.make_importance(), pruning_ratio=ratio if per_layer is None else 0,
                 pruning_ratio_dict=per_layer, global_pruning=per_layer is None,
                 max_pruning_ratio=max(ratio, self.max_layer_ratio) if per_layer is None else 1.0,
-                iterative_steps=iterations, ignored_layers=[classifier, *kept],
+                iterative_steps=iterations, ignored_layers=[classifier, *kept], round_to=self.round_to,
             )  # fmt: skip
         for _, pruned in _schedule(model, ctx, iterations, self.retrain_increments):
             if self.importance == "taylor":
@@ -246,17 +234,22 @@ class ChannelPrune(Step):
             ctx.note(f"{len(kept)} layers feeding zero-padded (option-A) shortcuts keep their output channels")
         return pruned
 
-    # --- what the sensitivity analysis (compress/sensitivity.py) asks of a pruning step ---
+    # --- what the sensitivity analysis (compress/techniques/sensitivity.py) asks of a pruning step ---
 
     def sensitivity_method(self) -> dict:
         return {"step": "channel", "importance": self.importance, "taylor_batches": self.taylor_batches}
 
     def sensitivity_layers(self, model: nn.Module, ctx: Context) -> dict[str, int]:
         """The root layer of every prunable group, by name, with its number of channels."""
-        with prunable_groups(model, ctx.example) as (_, groups):
+        return self._layout(model, ctx)[0]
+
+    def _layout(self, model: nn.Module, ctx: Context) -> tuple[dict[str, int], list[nn.Module]]:
+        """The root layers of the prunable groups by name with their channels, in the model's order, and the layers
+        that keep their channels: one dependency-graph trace."""
+        with prunable_groups(model, ctx.example) as (_, groups, kept):
             roots = [group.items[0] for group in groups]
         widths = {root.dep.target.module: len(root.idxs) for root in roots}
-        return {name: widths[m] for name, m in model.named_modules() if m in widths}  # in the model's order
+        return {name: widths[m] for name, m in model.named_modules() if m in widths}, kept
 
     def prune_alone(self, model: nn.Module, layer: str, ratio: float, ctx: Context) -> nn.Module:
         width = _channels(model.get_submodule(layer))

@@ -15,18 +15,20 @@ import torch
 from torch import nn
 
 from compress.errors import UserError
+from compress.formats.base import Format
 from compress.techniques.base import Context, Step
 
 ROUTES = {"torch.ao": "compress.techniques.torch_ao", "pt2e": "compress.techniques.pt2e"}  # imported when used
 OBSERVERS = ("minmax", "histogram")  # activation range observers every route has
 
 
-def route(ctx: Context) -> ModuleType:
-    """The int8 route module of the context's export format; a format without one gets a one-line UserError."""
-    if ctx.format.int8_route not in ROUTES:
-        raise UserError(f"int8 techniques cannot export to .{ctx.format.name} files (the format has no int8 route); "
+def route(fmt: Format) -> ModuleType:
+    """The int8 route module of an export format; a format without one gets a one-line UserError. The variant's
+    plan asks for it in the job process, so the stage children it forks find it imported."""
+    if fmt.int8_route not in ROUTES:
+        raise UserError(f"int8 techniques cannot export to .{fmt.name} files (the format has no int8 route); "
                         "use export=ptl or export=pte, or a float technique")  # fmt: skip
-    return importlib.import_module(ROUTES[ctx.format.int8_route])
+    return importlib.import_module(ROUTES[fmt.int8_route])
 
 
 @torch.no_grad()
@@ -56,7 +58,7 @@ class DynamicQuant(Step):
         super().__init__()
 
     def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
-        return route(ctx).dynamic(model, ctx)
+        return route(ctx.format).dynamic(model, ctx)
 
 
 class StaticQuant(Step):
@@ -76,7 +78,7 @@ class StaticQuant(Step):
         self.observer, self.calibration_batches = observer, _check_batches(calibration_batches)
 
     def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
-        int8 = route(ctx)
+        int8 = route(ctx.format)
         prepared = int8.prepare_static(model, ctx, self.observer)
         _calibrate(prepared, ctx, self.calibration_batches)
         return int8.convert(prepared, ctx)
@@ -95,9 +97,9 @@ class QAT(Step):
         self.calibration_batches = _check_batches(calibration_batches)
 
     def apply(self, model: nn.Module, ratio: float | None, ctx: Context) -> nn.Module:
-        prepared = route(ctx).prepare_qat(model, ctx)
+        prepared = route(ctx.format).prepare_qat(model, ctx)
         _calibrate(prepared, ctx, self.calibration_batches)
         return prepared
 
     def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
-        return route(ctx).convert(model, ctx)
+        return route(ctx.format).convert(model, ctx)

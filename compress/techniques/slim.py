@@ -10,7 +10,6 @@ from torch import nn
 from compress.errors import UserError
 from compress.techniques.base import Context
 from compress.techniques.prune import ChannelPrune
-from compress.train import Recipe, fit
 
 
 def bn_scales(model: nn.Module) -> list[torch.Tensor]:
@@ -54,11 +53,15 @@ class SlimPrune(ChannelPrune):
     def sparsify(self, model: nn.Module, ctx: Context) -> nn.Module:
         """The sparse-training phase: push BN scales towards zero with an L1 penalty."""
         self.check_model(model)
-        recipe = Recipe(epochs=self.sparsity_epochs, lr=self.lr, batch_size=ctx.batch_size)
-        return fit(model, ctx.data.train, recipe, ctx.seed, extra_loss=self.l1_penalty)
+        return ctx.finetune(model, self.sparsity_epochs, lr=self.lr, label="sparse training",
+                            after_backward=self.l1_subgradient)  # fmt: skip
 
-    def l1_penalty(self, model: nn.Module) -> torch.Tensor:
-        return self.penalty * sum(g.abs().sum() for g in bn_scales(model))
+    def l1_subgradient(self, model: nn.Module) -> None:
+        """The gradient of penalty·Σ|γ| added to the BN scales' (Liu et al.'s `updateBN`)."""
+        with torch.no_grad():
+            for gamma in bn_scales(model):
+                if gamma.grad is not None:
+                    gamma.grad.add_(self.penalty * torch.sign(gamma))
 
     def apply(self, model: nn.Module, ratio: float, ctx: Context) -> nn.Module:
         return super().apply(self.sparsify(model, ctx), ratio, ctx)
