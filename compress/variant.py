@@ -46,7 +46,7 @@ class Plan:
 
 
 def context(cfg: DictConfig, data: Data, base: nn.Module, fmt: Format) -> Context:
-    """The runtime objects the steps get: data, example input, the base model as teacher, the fine-tune recipe."""
+    """The runtime objects the steps get: data, example input, the base model, the fine-tune recipe."""
     recipe = {k: cfg.finetune[k] for k in ("lr", "schedule")}
     distill = Distill(base, cfg.finetune.temperature, cfg.finetune.alpha) if cfg.finetune.distill else None
 
@@ -69,7 +69,7 @@ def compressed(cfg: DictConfig, technique: DictConfig, steps: list[Step], ratio:
     """Apply every step, fine-tune, finalize: (model, measurements). Structure metrics are taken before finalize
     (quantization keeps the float structure and hides its parameters in packed form)."""
     start = time.perf_counter()
-    model = copy.deepcopy(ctx.teacher)
+    model = copy.deepcopy(ctx.base)
     for i, step in enumerate(steps):
         report_part(technique.name)
         model = step.apply(model, ratio if step.takes_sweep_ratio else step.ratio, ctx)

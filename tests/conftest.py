@@ -93,7 +93,7 @@ class Shifted(torch.nn.Module):
         return self.base(x).roll(1, dims=1)
 
 
-def make_context(data: Data, teacher: torch.nn.Module, qengine: str = "x86", finetune_lr: float = 0.01) -> Context:
+def make_context(data: Data, base: torch.nn.Module, qengine: str = "x86", finetune_lr: float = 0.01) -> Context:
     """A technique Context like the pipeline builds, fine-tuning with SGD at `finetune_lr`."""
 
     def finetune(model: torch.nn.Module, epochs: int, lr: float | None = None, label: str = "fine-tune",
@@ -101,7 +101,7 @@ def make_context(data: Data, teacher: torch.nn.Module, qengine: str = "x86", fin
         return fit(model, data.train, Recipe(epochs=epochs, lr=lr or finetune_lr), 0, None, label, **hooks)
 
     example = data.test[0][0].unsqueeze(0)
-    return Context(data, example, teacher, finetune, qengine, seed=0)
+    return Context(data, example, base, finetune, qengine, seed=0)
 
 
 @pytest.fixture

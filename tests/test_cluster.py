@@ -28,12 +28,12 @@ def test_cluster_bits4_shares_16_values_through_finetune_and_gzips(lenet, lenet_
     assert len(weights) == 5 and all(w.unique().numel() <= 16 for w in weights)
     trained = {name: p for name, p in model.named_parameters() if p.dim() > 1}
     assert any(not torch.equal(clustered[name], trained[name]) for name in clustered)  # the centroids trained
-    export_ptl(lenet_context.teacher, lenet_context.example, tmp_path / "fp32.ptl", optimize=False)
+    export_ptl(lenet_context.base, lenet_context.example, tmp_path / "fp32.ptl", optimize=False)
     export_ptl(model, lenet_context.example, tmp_path / "cluster.ptl", optimize=False)
     fp32, shared = file_sizes(tmp_path / "fp32.ptl"), file_sizes(tmp_path / "cluster.ptl")
     assert shared["size_bytes"] >= 0.95 * fp32["size_bytes"]  # dense fp32: no saving claimed
     assert fp32["size_gzip_bytes"] / shared["size_gzip_bytes"] >= 2
-    base_acc = evaluate(lenet_context.teacher, mnist5k.test)["acc_top1"]
+    base_acc = evaluate(lenet_context.base, mnist5k.test)["acc_top1"]
     assert evaluate(model, mnist5k.test)["acc_top1"] >= base_acc - 0.02
 
 

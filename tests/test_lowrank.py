@@ -114,7 +114,7 @@ def test_tucker_vbmf_from_yaml_ignores_the_ratio_and_notes_its_ranks(make_cfg, l
     assert step.rank == "vbmf" and not step.takes_sweep_ratio
     assert [build(s).takes_sweep_ratio for s in make_cfg("technique=cp").technique.steps.values()] == [True]
     step.apply(lenet, None, lenet_context)
-    r_out, r_in = vbmf_ranks(lenet_context.teacher.features[3].weight)
+    r_out, r_in = vbmf_ranks(lenet_context.base.features[3].weight)
     assert any(n.startswith(f"tucker features.3: rank ({r_out}, {r_in})") for n in lenet_context.notes)
     with pytest.raises(UserError, match="tucker rank must be one of: .*vbmf; got 'auto'"):
         TuckerDecompose(rank="auto")

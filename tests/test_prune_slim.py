@@ -33,13 +33,13 @@ def scale_mass(model: torch.nn.Module) -> float:
 
 def test_l1_penalty_drives_bn_scales_down(bn_context):
     # each step moves every |γ| by lr·penalty towards zero: 10 steps · 0.05 · 0.5 = 0.25 of the initial 1.0
-    plain = SlimPrune(penalty=0.0, sparsity_epochs=1, lr=0.05).sparsify(copy.deepcopy(bn_context.teacher), bn_context)
-    sparse = SlimPrune(penalty=0.5, sparsity_epochs=1, lr=0.05).sparsify(copy.deepcopy(bn_context.teacher), bn_context)
+    plain = SlimPrune(penalty=0.0, sparsity_epochs=1, lr=0.05).sparsify(copy.deepcopy(bn_context.base), bn_context)
+    sparse = SlimPrune(penalty=0.5, sparsity_epochs=1, lr=0.05).sparsify(copy.deepcopy(bn_context.base), bn_context)
     assert scale_mass(sparse) < 0.8 * scale_mass(plain)
 
 
 def test_slim_removes_ratio_of_bn_channels_globally(bn_context, tmp_path):
-    pruned = SlimPrune(penalty=1e-2, sparsity_epochs=1).apply(copy.deepcopy(bn_context.teacher), 0.5, bn_context)
+    pruned = SlimPrune(penalty=1e-2, sparsity_epochs=1).apply(copy.deepcopy(bn_context.base), 0.5, bn_context)
     assert sum(widths(pruned)[:3]) == (16 + 32 + 32) // 2  # one |γ| threshold across the three BN layers
     assert widths(pruned)[3:] == [64, 10]  # no BatchNorm after the hidden linear: not ranked, not pruned
     export_ptl(pruned, bn_context.example, tmp_path / "model.ptl")

@@ -131,6 +131,6 @@ def test_curves_without_a_cache_are_measured_each_time(lenet, lenet_context, mon
     step = MagnitudePrune(layers=["conv"])
     first = sensitivity.curves(step, lenet, lenet_context)
     assert len(first) == 2 * (1 + len(RATIOS)) and len(calls) == 1
-    assert torch.equal(lenet.features[0].weight, lenet_context.teacher.features[0].weight)  # trials on copies
+    assert torch.equal(lenet.features[0].weight, lenet_context.base.features[0].weight)  # trials on copies
     sensitivity.curves(step, lenet, lenet_context)
     assert len(calls) == 2

@@ -28,7 +28,7 @@ class Context:
 
     data: Data
     example: torch.Tensor  # one input batch of size 1, the shape the model is exported with
-    teacher: nn.Module  # the trained base model (read-only)
+    base: nn.Module  # the trained base model (read-only): what the steps compress, the reference
     finetune: Callable[..., nn.Module]  # (model, epochs, *, lr, label, after_backward, after_step) -> model: the
     # one way a step trains: train: and finetune: (optimizer, schedule, clipping, distillation) with its hooks
     qengine: str  # quantized engine of the target device: qnnpack (phones), x86, fbgemm, onednn
