@@ -77,7 +77,7 @@ def noop_file(suffix: str, input_shape: Sequence[int]) -> Path:
     version)."""
     from importlib.metadata import version
 
-    runtime = version("executorch") if suffix == ".pte" else torch.__version__
+    runtime = version("executorch") if suffix == ".pte" else ""  # the lite interpreter is torch's
     key = hashlib.sha256(f"{suffix} {runtime} {torch.__version__} {list(input_shape)}".encode()).hexdigest()[:16]
     path = Path(tempfile.gettempdir()) / "pocketbench-noop" / f"{key}{suffix}"
     if not path.exists():
@@ -178,9 +178,10 @@ class HostDevice:
         samples: list[list[float]] = [[] for _ in files]
         sizes: list[list[int]] = [[] for _ in files]
         window = self.min_time_s * len(model_paths) / self.rounds
-        shares, start = iteration_shares(self.iters, self.rounds), read_clock()
+        shares, schedule = iteration_shares(self.iters, self.rounds), run_order(len(files), self.rounds)
+        start = read_clock()
         for r in range(self.rounds):
-            order = [i for round_, i in run_order(len(files), self.rounds) if round_ == r]
+            order = [i for round_, i in schedule if round_ == r]
             timed, threads = in_child(time_round, [files[i] for i in order], input_shape, self.threads,
                                       self.qengine, self.warmup, shares[r], window)  # fmt: skip
             for i, values in zip(order, timed, strict=True):

@@ -53,9 +53,11 @@ def bootstrap_medians(
     if sum(sizes) != len(values):
         raise ValueError(f"rounds of {sizes} samples do not add up to {len(values)}")
     firsts = np.cumsum([0, *sizes[:-1]])
-    picks = np.zeros((resamples, 1), dtype=int) if len(sizes) == 1 else picks
-    picks = round_picks(len(sizes), resamples) if picks is None else picks
-    rng, width = np.random.default_rng(seed), max(sizes)
+    if len(sizes) == 1:
+        picks = np.zeros((resamples, 1), dtype=int)
+    elif picks is None:
+        picks = round_picks(len(sizes), resamples)
+    rng, width, ragged = np.random.default_rng(seed), max(sizes), len(set(sizes)) > 1
     rows = max(1, CHUNK // (width * len(sizes)))
     medians = []
     for start in range(0, resamples, rows):
@@ -72,7 +74,6 @@ def bootstrap_medians(
                 index = (block_starts[:, :, None] + np.arange(length)).reshape(len(chosen), -1)[:, :n]
                 drawn[chosen, slot, :n] = values[firsts[r] + index]
         flat = drawn.reshape(len(chunk), -1)
-        ragged = len(set(sizes)) > 1
         medians.append(np.nanmedian(flat, axis=1) if ragged else np.median(flat, axis=1))
     return np.concatenate(medians)
 

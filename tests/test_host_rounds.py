@@ -4,7 +4,6 @@ on a no-op program and taken off the row's latencies, intervals that hold across
 from __future__ import annotations
 
 import os
-import time
 import zlib
 from pathlib import Path
 
@@ -18,12 +17,22 @@ from compress.formats.pte import export_pte
 from compress.formats.ptl import export_ptl
 from compress.pipeline import measured
 
-SLOW_CALLS, SLOW_S = 3, 0.1  # the fake runtime's first calls in a process are this slow (a cold runtime)
+SLOW_CALLS, SLOW_S, FAST_S = 3, 0.125, 2**-20  # the fake runtime's first calls in a process are slow (a cold
+# runtime); binary fractions, so the virtual clock adds them exactly
 
 
-def fake_runtime(log: Path):
-    """A loader for `.fake` files: each call logs `pid file` and the first SLOW_CALLS calls of each file in a
-    process sleep SLOW_S."""
+class VirtualClock:
+    """Time as the virtual runtime spends it (seconds): timings exact, whatever else the machine does."""
+
+    now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+def fake_runtime(log: Path, clock: VirtualClock):
+    """A loader for `.fake` files: each call logs `pid file` and costs FAST_S on the virtual clock, the first
+    SLOW_CALLS calls of each file in a process SLOW_S."""
 
     def load(path: str):
         calls = 0
@@ -33,8 +42,7 @@ def fake_runtime(log: Path):
             calls += 1
             with log.open("a") as handle:
                 handle.write(f"{os.getpid()} {Path(path).name}\n")
-            if calls <= SLOW_CALLS:
-                time.sleep(SLOW_S)
+            clock.now += SLOW_S if calls <= SLOW_CALLS else FAST_S
 
         return forward
 
@@ -43,8 +51,9 @@ def fake_runtime(log: Path):
 
 @pytest.fixture
 def fake(monkeypatch, tmp_path):
-    log = tmp_path / "calls"
-    monkeypatch.setitem(host.LOADERS, ".fake", fake_runtime(log))
+    log, clock = tmp_path / "calls", VirtualClock()
+    monkeypatch.setattr(host, "time", clock)
+    monkeypatch.setitem(host.LOADERS, ".fake", fake_runtime(log, clock))
     monkeypatch.setattr(host, "noop_file", lambda suffix, shape: tmp_path / "noop.fake")
     files = [str(tmp_path / "a.fake"), str(tmp_path / "b.fake")]
     return log, files
@@ -107,15 +116,6 @@ def test_the_row_is_net_of_the_call_cost_and_keeps_the_raw_p50():
     row = measured(files, files, session)
     assert row["latency_ms_p50"] == pytest.approx(1.5) and row["speedup_x"] == pytest.approx(10 / 1.5)
     assert "latencies are raw, not net of the runtime's cost per call (1000.0 µs)" in row["notes"]
-
-
-class VirtualClock:
-    """Time as the virtual runtime spends it (seconds): timings exact, whatever else the machine does."""
-
-    now = 0.0
-
-    def perf_counter(self) -> float:
-        return self.now
 
 
 def virtual_runtime(clock: VirtualClock, costs: dict[str, float], processes: Path):

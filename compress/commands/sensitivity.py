@@ -23,7 +23,6 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 OUTPUT = Path("outputs") / "sensitivity"
 
 
-
 def write_report(table: pd.DataFrame, folder: Path, title: str) -> tuple[Path, Path]:
     """`sensitivity.csv` (with `acc_drop` against the unpruned model) and `sensitivity.png` (accuracy against
     ratio, one line per layer) in `folder`."""
