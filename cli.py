@@ -18,12 +18,12 @@ from adb_bench.listing import device_rows, format_rows
 from compress.config import build, check_ratio
 from compress.errors import StageError, UserError
 from compress.pipeline import run_variant
-from compress.results import any_failed, fail, identity, summarize, write_result
-from compress.search import directions, trial_values
+from compress.results import any_failed, fail, first_columns, summarize, write_result
+from compress.search import register_resolver, trial_values
+from compress.techniques.torch_ao import silence_deprecations
 
 CONF = Path(__file__).resolve().parent / "conf"
 log = logging.getLogger("pocketbench")
-OmegaConf.register_new_resolver("search_directions", directions)  # sweep=search: Optuna's direction per objective
 
 
 def check_overrides(overrides: list[str]) -> None:
@@ -52,8 +52,9 @@ def _number(text: str) -> float | str:
 def run(cfg: DictConfig) -> list[float] | None:
     """One variant → `result.json` in the job dir; a failure is a row, never a crashed sweep. Under
     `sweep=search` it returns the trial's objectives to Optuna."""
+    silence_deprecations()
     job_dir = Path(HydraConfig.get().runtime.output_dir)
-    row = identity(cfg, str(job_dir))
+    row = first_columns(cfg, str(job_dir))
     try:
         run_variant(cfg, build(cfg.device), row)
     except Exception as exc:  # noqa: BLE001 — every failure becomes a row
@@ -98,6 +99,7 @@ def main() -> None:
     except (UserError, DeviceError, StageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    register_resolver()
     run()
 
 

@@ -20,7 +20,7 @@ from adb_bench.executor_runner import BUILD_HINT as ET_BUILD_HINT
 from adb_bench.executor_runner import ExecutorRunner
 from adb_bench.fingerprint import Battery, cool_down, read_battery, read_fingerprint
 from adb_bench.lock import free_phone
-from adb_bench.session import Binary, FileRuns, Plan, Runner, Session
+from adb_bench.session import Binary, FileRuns, Runner, RunSettings, Session
 from adb_bench.speed_benchmark import BUILD_HINT, SpeedBenchmarkTorch
 from adb_bench.transport import Adb, sha256_of
 
@@ -101,7 +101,7 @@ class AdbDevice:
         self.push_libs, self.serials, self.threads = list(push_libs), serial_list(serial), threads
         self.retries, self.retry_wait_s, self.cooldown, self.lock_dir = retries, retry_wait_s, cooldown or {}, lock_dir
         taskset = None if taskset is None else str(taskset)  # Hydra reads an all-digit mask (e.g. 11) as an int
-        self.plan, self.qengine = Plan(warmup, iters, rounds, taskset, timeout_s), qengine
+        self.runs, self.qengine = RunSettings(warmup, iters, rounds, taskset, timeout_s), qengine
         self.runners: dict[str, tuple[str | None, Runner]] = {  # file suffix → (the binary's path, its runner)
             ".ptl": (binary, SpeedBenchmarkTorch(input_type, list(extra_args))),
             ".pte": (et_runner, ExecutorRunner(threads)),
@@ -111,9 +111,11 @@ class AdbDevice:
         self.remote_dir, self.cleanup = remote_dir, cleanup
         self._identity: dict | None = None
 
-    def identity(self) -> dict:
-        """Every member's fingerprint (serial, model, SoC, ...), the binaries' and libraries' checksums and the
-        run settings; adb is asked once per device object. executor_runner reports no version: its checksum is it."""
+    def attach(self) -> None:
+        """Find the binaries and libraries and attach every phone (adb is asked once per device object); what is
+        not there is a DeviceError now. Then `identity()`: every member's fingerprint (serial, model, SoC, ...), the
+        binaries' and libraries' checksums and the run settings (executor_runner reports no version: its checksum
+        is it)."""
         if self._identity is None:
             self.binaries = {suffix: Binary(local_binary(path, suffix, runner), runner)
                              for suffix, (path, runner) in self.runners.items() if path}  # fmt: skip
@@ -125,8 +127,8 @@ class AdbDevice:
             sbt = self.runners[".ptl"][1]
             settings = {
                 "binary_sha256": sha.get(".ptl"), "et_runner_sha256": sha.get(".pte"),
-                "libs_sha256": [sha256_of(p) for p in self.libs], "warmup": self.plan.warmup, "iters": self.plan.iters,
-                "rounds": self.plan.rounds, "input_type": sbt.input_type, "taskset": self.plan.taskset,
+                "libs_sha256": [sha256_of(p) for p in self.libs], "warmup": self.runs.warmup, "iters": self.runs.iters,
+                "rounds": self.runs.rounds, "input_type": sbt.input_type, "taskset": self.runs.taskset,
                 "extra_args": list(sbt.extra_args), "threads": self.threads, "qengine": self.qengine,
                 "energy": vars(self.energy),
             }  # fmt: skip
@@ -134,6 +136,10 @@ class AdbDevice:
             names = sorted({p.name for p in self.phones.values()})
             who = members[0] if len(members) == 1 else {"pool": members}
             self._identity = who | settings | {"device": "+".join(names)}
+
+    def identity(self) -> dict:
+        if self._identity is None:
+            raise RuntimeError("AdbDevice.identity() before attach()")
         return self._identity
 
     def _attach(self, serial: str | None) -> tuple[str, Phone]:
@@ -145,7 +151,7 @@ class AdbDevice:
         """All files in one session on one free phone, interleaved, each timed by the binary of its format; one
         dict per file (samples_ms, where it ran, battery, energy, notes). Transient adb failures retry the whole
         session."""
-        self.identity()
+        self.attach()
         files = [(path, self._binary_for(path)) for path in model_paths]
         with free_phone(self.lock_dir, list(self.phones)) as serial:
             phone = self.phones[serial]
@@ -165,12 +171,12 @@ class AdbDevice:
                  ) -> list[dict]:  # fmt: skip
         before = read_battery(phone.adb)
         energy, notes = self._energy_plan(phone.adb, before)
-        session = Session(phone.adb, self.libs, self.remote_dir, self.plan, self.cleanup)
+        session = Session(phone.adb, self.libs, self.remote_dir, self.runs, self.cleanup)
         session.install([binary for _, binary in files])
         runs, idle = session.measure(files, shape, energy)
         after = read_battery(phone.adb)
         common = {k: phone.fingerprint[k] for k in ROW_FINGERPRINT} | {
-            "device": phone.name, "taskset": self.plan.taskset, "rounds": self.plan.rounds,
+            "device": phone.name, "taskset": self.runs.taskset, "rounds": self.runs.rounds,
             "battery_temp_c_before": before.temp_c, "battery_temp_c_after": after.temp_c, "cooldown_s": waited,
             "power_source": before.source,
         }  # fmt: skip
@@ -180,7 +186,7 @@ class AdbDevice:
         """One file's dict: its latencies, the threads its binary said it used (else the taskset's core count) and
         the quantized engine (.ptl files only), energy."""
         samples_ms = [us / 1e3 for us in runs.samples_us]
-        pinned = bin(int(self.plan.taskset, 16)).count("1") if self.plan.taskset else None
+        pinned = bin(int(self.runs.taskset, 16)).count("1") if self.runs.taskset else None
         row: dict = {"samples_ms": samples_ms, "round_sizes": runs.round_sizes, "latency_source": runs.source,
                      "threads": pinned if runs.threads is None else runs.threads,
                      "qengine": self.qengine if path.endswith(".ptl") else None}  # fmt: skip

@@ -162,6 +162,9 @@ class HostDevice:
         self.threads, self.warmup, self.iters, self.rounds, self.qengine = threads, warmup, iters, rounds, qengine
         self.min_time_s = min_time_s
 
+    def attach(self) -> None:
+        """The host is always there."""
+
     def identity(self) -> dict:
         return {
             "device": f"host:{platform.machine()}", **this_cpu(), "cores": os.cpu_count(),

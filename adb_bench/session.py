@@ -80,7 +80,7 @@ class Binary:
 
 
 @dataclass(frozen=True)
-class Plan:
+class RunSettings:
     """How a session runs: warm-up per run, timed iterations per file, rounds, CPU pinning, time limit per run."""
 
     warmup: int = 10
@@ -122,8 +122,8 @@ def run_order(files: int, rounds: int) -> list[tuple[int, int]]:
 class Session:
     """`install(binaries)` then `measure(files, shape, energy)` on one phone (the caller holds its lock)."""
 
-    def __init__(self, adb: Adb, libs: Sequence[Path], remote_dir: str, plan: Plan, cleanup: bool = True):
-        self.adb, self.libs, self.plan = adb, list(libs), plan
+    def __init__(self, adb: Adb, libs: Sequence[Path], remote_dir: str, runs: RunSettings, cleanup: bool = True):
+        self.adb, self.libs, self.runs = adb, list(libs), runs
         self.remote_dir, self.cleanup = remote_dir.rstrip("/"), cleanup
 
     def remote(self, local: Path) -> str:
@@ -155,8 +155,8 @@ class Session:
                 self.adb.push(Path(local), remote)
             idle = self._idle_power(run_dir, energy) if energy else ""
             runs = [FileRuns() for _ in files]
-            shares = iteration_shares(self.plan.iters, self.plan.rounds)
-            for r, i in run_order(len(files), self.plan.rounds):
+            shares = iteration_shares(self.runs.iters, self.runs.rounds)
+            for r, i in run_order(len(files), self.runs.rounds):
                 power = f"{run_dir}/{i}-{r}.power" if energy else ""
                 self._time(runs[i], (remotes[i], files[i][1]), input_shape, shares[r], run_dir, power, energy)
             for file_runs in runs if energy else []:
@@ -171,13 +171,13 @@ class Session:
         """One run of the file's binary on it (its remote path): its latencies (and power file) added to `runs`."""
         model, binary = file
         runner, remote = binary.runner, self.remote(binary.local)
-        pinned = ["taskset", self.plan.taskset] if self.plan.taskset else []
+        pinned = ["taskset", self.runs.taskset] if self.runs.taskset else []
         if runner.logcat:
             self.adb.check(["logcat", "-c"])
-        result = self._run(run_dir, [*pinned, remote, *runner.flags(model, input_shape, self.plan.warmup, iters)],
+        result = self._run(run_dir, [*pinned, remote, *runner.flags(model, input_shape, self.runs.warmup, iters)],
                            power, energy)  # fmt: skip
         logged = self.adb.check(["sh", "-c", LOGCAT, "sh", f"{run_dir}/pid", runner.logcat]) if runner.logcat else ""
-        timings = runner.timings(Run(result, logged, remote, self.remote_dir, self.plan.warmup))
+        timings = runner.timings(Run(result, logged, remote, self.remote_dir, self.runs.warmup))
         runs.samples_us += timings.samples_us
         runs.round_sizes.append(len(timings.samples_us))
         runs.sources.add(timings.source)
@@ -197,11 +197,11 @@ class Session:
         probe = [f"{energy.interval_s:g}", *energy.paths] if energy and power else ["", "", ""]
         try:
             return self.adb.shell(["sh", "-c", RUN, "sh", pidfile, libdir, power, *probe, *command],
-                                  timeout=self.plan.timeout_s)  # fmt: skip
+                                  timeout=self.runs.timeout_s)  # fmt: skip
         except CommandTimeout as exc:
             self._kill(pidfile)
             raise DeviceError(
-                f"benchmark timed out after {self.plan.timeout_s:g}s (device.timeout_s); raise it or lower device.iters"
+                f"benchmark timed out after {self.runs.timeout_s:g}s (device.timeout_s); raise it or lower device.iters"
             ) from exc
         except BaseException:  # the stage was stopped (its time limit, SIGTERM) or interrupted: stop the phone's run
             self._kill(pidfile)

@@ -4,7 +4,7 @@ the gradient scaler of `train.precision`, `train.deterministic`, and the data lo
 The job process never initializes CUDA (its stages are forks of it, and a CUDA driver does not survive a fork):
 what torch sees is asked once in a forked probe, and only a stage's child calls `use()` and touches the GPU.
 The settings are per process, like torch's thread count: a stage's child calls `use(cfg)` beside
-`torch.set_num_threads`, and `fit`/`evaluate` read `current()` (the CPU in fp32 until then).
+`isolate.torch_threads`, and `fit`/`evaluate` read `current()` (the CPU in fp32 until then).
 """
 
 from __future__ import annotations

@@ -2,8 +2,10 @@
 memory, hangs or crashes in native code becomes a failed row instead of the end of the sweep.
 
 The child is a `fork` of the job process: it inherits the imported libraries and the loaded data set, so starting
-it costs milliseconds. The job process itself stays on one torch thread (`torch.set_num_threads(1)` before any
-work): a child forked from a process whose OpenMP pool was started would hang in its first parallel region.
+it costs milliseconds. The job process itself stays on one torch thread (`torch_threads(1)` around its work): a
+child forked from a process whose OpenMP pool was started would hang in its first parallel region; the child
+computes on the job's `threads` (`torch_threads(cfg.threads)`). `torch_threads` is the one place pocketbench sets
+torch's thread count.
 The child reports which part of the stage it is in (`report_part`), so a failure names it.
 """
 
@@ -17,15 +19,29 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+
+import torch
 
 from compress.errors import StageError, UserError, first_line, trace_log
 
 GRACE_S = 20  # seconds a stopped (or finished) child gets to exit before SIGKILL
 OUT_OF_MEMORY = ("can't allocate memory", "cannot allocate memory", "std::bad_alloc", "out of memory")
 _channel: Connection | None = None  # set in the child: where report_part() sends
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """torch's intra-op thread count for the block, the previous one after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from compress import accel, cache, machine
 from compress.config import build, check_ratio, data_key, plain
 from compress.data import Data
 from compress.errors import StageError, one_line
-from compress.isolate import Limits, memory_limit_bytes, run_isolated
+from compress.isolate import Limits, memory_limit_bytes, run_isolated, torch_threads
 from compress.latency import latency_columns, speedup_columns
 from compress.models.checkpoint import check_input_size, file_digest, load_checkpoint
 from compress.models.source import model_identity
@@ -42,7 +42,8 @@ REFERENCE = OmegaConf.create({"name": "none", "steps": {}, "finetune_between": F
 class Device(Protocol):
     exclusive_host: bool  # time with the machine idle (host device) or not (a phone has its own lock)
 
-    def identity(self) -> dict: ...
+    def attach(self) -> None: ...  # find what the device needs (phones, binaries); a DeviceError if it is not there
+    def identity(self) -> dict: ...  # after attach: what decides its timings (the benchmark cache key)
     def benchmark(self, model_paths: list[str], input_shape: list[int]) -> list[dict]: ...
 
 
@@ -101,11 +102,11 @@ def base_stage(cfg: DictConfig, data: Data) -> Done:
     entry = Path(cfg.cache_dir) / "base" / f"{key}.pt"
 
     def work() -> None:
-        torch.set_num_threads(cfg.threads)
         accel.use(cfg)
         log.info("base model: training %s", entry)
-        model, start = _seeded_model(cfg), time.perf_counter()
-        fit(model, data.train, Recipe.of(cfg.train), cfg.seed)
+        with torch_threads(cfg.threads):
+            model, start = _seeded_model(cfg), time.perf_counter()
+            fit(model, data.train, Recipe.of(cfg.train), cfg.seed)
         cache.save_state(entry, {"state_dict": model.state_dict(), "train_s": time.perf_counter() - start})
 
     return once("base", entry, lambda: cache.load_state(entry), work, cfg, _computing(cfg))
@@ -150,9 +151,9 @@ def artifact_stage(cfg: DictConfig, data: Data, base: nn.Module, plan: Plan) -> 
         return (path, found) if found is not None and path.exists() else None
 
     def work() -> None:
-        torch.set_num_threads(cfg.threads)
         accel.use(cfg)
-        write_artifact(cfg, data, base, plan, folder)
+        with torch_threads(cfg.threads):
+            write_artifact(cfg, data, base, plan, folder)
 
     return once("variant", folder, read, work, cfg, _computing(cfg))
 
@@ -205,16 +206,12 @@ def measured(ref: dict, out: dict, bench: dict) -> dict:
 def run_variant(cfg: DictConfig, device: Device, row: dict) -> None:
     """Fill `row` with one variant's measurements; on an exception `row` keeps what was measured."""
     check_ratio(cfg.ratio)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # stages run in forked children: this process must not start an OpenMP pool
-    try:
+    with torch_threads(1):  # stages run in forked children: this process must not start an OpenMP pool
         _measure(cfg, device, row)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _measure(cfg: DictConfig, device: Device, row: dict) -> None:
-    device.identity()  # a device that is not there fails the row now, not after training and compressing
+    device.attach()  # a device that is not there fails the row now, not after training and compressing
     row |= {"train_device": accel.described(accel.check(cfg)), "train_precision": cfg.train.precision}
     data, fmt = build(cfg.dataset), build(cfg.export)
     plan = Plan.of(cfg, cfg.technique, fmt)  # a bad technique knob fails now, not after training

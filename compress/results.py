@@ -51,8 +51,8 @@ HEADERS = {
 }  # fmt: skip
 
 
-def identity(cfg: DictConfig, job_dir: str) -> dict[str, Any]:
-    """The columns every row has, even a failed one."""
+def first_columns(cfg: DictConfig, job_dir: str) -> dict[str, Any]:
+    """The columns every row has, even a failed one: what the variant is, and where its job ran."""
     return {
         "model": cfg.model.name, "dataset": cfg.dataset.name, "technique": cfg.technique.name,
         "ratio": cfg.ratio, "seed": cfg.seed, "status": "failed", "error": "",

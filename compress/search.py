@@ -8,7 +8,7 @@ import math
 from collections.abc import Sequence
 
 import pandas as pd
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from compress.errors import UserError
 from compress.pareto import pareto_front
@@ -19,6 +19,13 @@ SENSE = {
     "latency_ms_p50": "minimize", "latency_ms_p90": "minimize", "size_bytes": "minimize",
     "size_gzip_bytes": "minimize", "macs": "minimize", "params": "minimize", "nonzero_params": "minimize",
 }  # fmt: skip
+
+
+def register_resolver() -> None:
+    """The `search_directions` resolver that sweep=search's config reads (Optuna's direction per objective); the
+    CLI registers it before Hydra composes the config."""
+    if not OmegaConf.has_resolver("search_directions"):
+        OmegaConf.register_new_resolver("search_directions", directions)
 
 
 def directions(objectives: Sequence[str]) -> list[str]:

@@ -62,7 +62,7 @@ def test_injection_in_settings_runs_nothing_else(server, binary, tmp_path, shell
                          [(None, "device.binary and device.et_runner are not set"), ("/no/sbt", "not found")])
 def test_binary_missing(server, phone, binary_path, message):
     with pytest.raises(DeviceError, match=message):
-        adb_device(server, phone, binary_path).identity()
+        adb_device(server, phone, binary_path).attach()
 
 
 def test_binary_of_the_wrong_abi(server, phone, tmp_path):
@@ -131,7 +131,7 @@ def test_missing_shared_stl_is_named_and_push_libs_fixes_it(server, phone, tmp_p
     assert len(row["samples_ms"]) == 3 and row["notes"] == [ON_USB]
     assert phone.local("/data/local/tmp/pocketbench/libc++_shared.so").read_bytes() == lib.read_bytes()
     with pytest.raises(DeviceError, match=r"device.push_libs: '/no/libc\+\+_shared.so' does not exist"):
-        adb_device(server, phone, sbt, push_libs=["/no/libc++_shared.so"]).identity()
+        adb_device(server, phone, sbt, push_libs=["/no/libc++_shared.so"]).attach()
 
 
 @pytest.mark.slow
@@ -240,14 +240,17 @@ def test_a_pool_runs_each_session_on_a_free_phone(server, phone, binary, tmp_pat
             [(phone.serial, "adb:Pixel Emu"), (other.serial, "adb:Pixel Emu B")]
         )
         assert len(runs_of(phone)) == len(runs_of(other)) == 1
-        forward = adb_device(server, phone, binary, serial=pool).identity()
-        assert forward == adb_device(server, phone, binary, serial=pool[::-1]).identity()
+        devices = [adb_device(server, phone, binary, serial=order) for order in (pool, pool[::-1])]
+        for device in devices:
+            device.attach()
+        forward, backward = (device.identity() for device in devices)
+        assert forward == backward
         models = {m["device_serial"]: m["device_model"] for m in forward["pool"]}
         assert models == {phone.serial: "Pixel Emu", other.serial: "Pixel Emu B"}
         assert [m["device_serial"] for m in forward["pool"]] == sorted(pool)
         assert forward["device"] == "adb:Pixel Emu+adb:Pixel Emu B"
     with pytest.raises(DeviceError, match=f"device {gone} is not attached"):
-        adb_device(server, phone, binary, serial=pool).identity()
+        adb_device(server, phone, binary, serial=pool).attach()
 
 
 PARSING = re.escape("Parsing commandline arguments for c10.\n")

@@ -13,7 +13,7 @@ from conftest import cli
 from adb_bench.errors import DeviceError
 from compress.config import build
 from compress.pipeline import run_variant
-from compress.results import fail, identity
+from compress.results import fail, first_columns
 
 SMALL = ["model=mlp", "train.epochs=1", "finetune.epochs=0", "dataset.limit_train=256", "dataset.limit_test=64"]
 
@@ -55,7 +55,7 @@ def test_a_pool_hits_the_benchmark_cache_whichever_phone_ran_it(server, phone, t
         for pool in ([phone.serial, other.serial], [other.serial, phone.serial]):
             overrides = [*SMALL, *device_overrides(server, f"[{pool[0]},{pool[1]}]", tmp_path)]
             cfg = make_cfg(*overrides)
-            rows.append(identity(cfg, str(tmp_path)))
+            rows.append(first_columns(cfg, str(tmp_path)))
             run_variant(cfg, build(cfg.device), rows[-1])
         runs = [c for c in phone.commands + other.commands if "--model=" in c]
     assert [r["bench_from"] for r in rows] == ["computed", "cache"] and len(runs) == 1
@@ -80,7 +80,7 @@ def test_dropped_connection_is_retried_then_a_failed_row_and_the_sweep_goes_on(s
     for model in ("mlp", "lenet5"):
         overrides = [*SMALL, f"model={model}", *device_overrides(server, phone.serial, tmp_path), "device.retries=1"]
         cfg = make_cfg(*overrides)
-        row = identity(cfg, str(tmp_path))
+        row = first_columns(cfg, str(tmp_path))
         try:
             run_variant(cfg, build(cfg.device), row)
         except Exception as exc:  # noqa: BLE001 — what cli.py does: a failure is a row

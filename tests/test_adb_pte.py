@@ -292,7 +292,7 @@ def test_a_file_whose_runner_is_not_configured_says_which_setting(server, phone,
         adb_device(server, phone, sbt).benchmark([str(pte)], SHAPE)
     with pytest.raises(DeviceError, match=r"^executor_runner not found at '/no/executor_runner': build it .*, set "
                                           r"device.et_runner=PATH$"):  # fmt: skip
-        adb_device(server, phone, None, et_runner="/no/executor_runner").identity()
+        adb_device(server, phone, None, et_runner="/no/executor_runner").attach()
     assert not [c for c in phone.commands if "--model" in c]
 
 

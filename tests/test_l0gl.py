@@ -25,7 +25,10 @@ from compress.techniques.l0gl import (
     prox_l0_group,
     remove_dead_channels,
 )
+from compress.techniques.layers import LayerPolicy
 from compress.train import evaluate
+
+HIDDEN = LayerPolicy.of(classifier=False)  # the groups channel pruning may prune
 
 
 def objective(z: torch.Tensor, x: torch.Tensor, l0: float, group: float) -> torch.Tensor:
@@ -82,14 +85,14 @@ def test_removing_zero_channels_keeps_the_function(mnist5k, kind):
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2)
     example = mnist5k.test[0][0].unsqueeze(0)
-    with prunable_groups(model, example) as (graph, groups, _):
+    with prunable_groups(model, example, HIDDEN) as (graph, groups, _):
         penalized = channel_groups(graph, groups, kind)
     assert sorted(g.rows().shape[0] for g in penalized) == [16, 32, 32, 64]  # every group but the classifier's
     _zero_channels(next(g for g in penalized if g.root is model.features[0]), [1, 5, 7])
     x = torch.stack([mnist5k.test[i][0] for i in range(8)])
     with torch.no_grad():
         before = model(x)
-    assert remove_dead_channels(model, example, kind) == 3
+    assert remove_dead_channels(model, graph, penalized) == 3
     assert widths(model) == [13, 32, 32, 64, 10]
     with torch.no_grad():
         torch.testing.assert_close(model(x), before, rtol=1e-5, atol=1e-5)
@@ -101,24 +104,25 @@ def test_resnet20_groups_span_the_residual_stream_and_removal_is_exact(make_cfg)
     torch.manual_seed(0)
     model = build(make_cfg("model=resnet20", "dataset=fake").model).eval()
     example = torch.randn(1, 3, 32, 32)
-    with prunable_groups(model, example) as (graph, groups, _):
+    with prunable_groups(model, example, HIDDEN) as (graph, groups, _):
         penalized = channel_groups(graph, groups, "out")
     assert len(penalized) == 9  # the first conv of each of the 9 blocks; the residual streams feed zero-padding
     for group in penalized:
         _zero_channels(group, [0, 2])
     with torch.no_grad():
         before = model(example)
-    assert remove_dead_channels(model, example, "out") == 18
+    assert remove_dead_channels(model, graph, penalized) == 18
     with torch.no_grad():
         torch.testing.assert_close(model(example), before, rtol=1e-4, atol=1e-5)
 
 
 def test_a_layer_with_every_channel_zero_is_a_user_error(lenet, lenet_context):
-    with prunable_groups(lenet, lenet_context.example) as (graph, groups, _):
-        first = next(g for g in channel_groups(graph, groups, "out") if g.root is lenet.features[0])
+    with prunable_groups(lenet, lenet_context.example, HIDDEN) as (graph, groups, _):
+        penalized = channel_groups(graph, groups, "out")
+    first = next(g for g in penalized if g.root is lenet.features[0])
     first.write(torch.zeros_like(first.rows()))
     with pytest.raises(UserError, match="every channel of features.0 is zero.*technique.steps.prune.group"):
-        remove_dead_channels(lenet, lenet_context.example, "out")
+        remove_dead_channels(lenet, graph, penalized)
 
 
 @pytest.fixture

@@ -12,6 +12,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ValueType
 from omegaconf import DictConfig
 
+from compress.search import register_resolver
+
 TECHNIQUES = set(config_names("technique"))
 NEEDS_BATCHNORM = {"prune_slim"}  # network slimming scales BN layers; LeNet-5 has none
 
@@ -89,8 +91,7 @@ def test_reduced_quickstart_runs_end_to_end(tmp_path):
 
 
 def test_search_samples_every_technique_but_prune_slim_and_ratio():
-    import cli  # noqa: F401 — registers the search_directions resolver, as running cli.py does
-
+    register_resolver()  # as the CLI does before Hydra composes
     cfg = _compose("sweep=search")
     params = {k: OverridesParser.create().parse_override(f"{k}={v}") for k, v in cfg.hydra.sweeper.params.items()}
     assert set(params["technique"].value().list) == TECHNIQUES - NEEDS_BATCHNORM

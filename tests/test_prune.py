@@ -18,7 +18,7 @@ from compress.errors import UserError
 from compress.formats.ptl import export_ptl, load_ptl
 from compress.pipeline import run_variant
 from compress.techniques.base import Context
-from compress.techniques.groups import output_layer
+from compress.techniques.layers import LayerPolicy
 from compress.techniques.prune import ChannelPrune, MagnitudePrune
 from compress.train import evaluate
 
@@ -174,7 +174,7 @@ def test_resnet18_prunes_across_skip_connections(make_cfg):
     torch.manual_seed(0)
     model = resnet18(num_classes=10).eval()
     ctx = make_context(data, model)
-    assert output_layer(model, ctx.example) is model.fc
+    assert LayerPolicy.of(classifier=False).choose(model, ctx.example)[1] == {"fc": "classifier"}
     before = structure(model, ctx.example)
     pruned = ChannelPrune().apply(model, 0.5, ctx)
     assert pruned.conv1.out_channels == 32 and pruned.layer4[1].conv2.out_channels == 256

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import DictConfig
@@ -15,6 +14,7 @@ from compress import accel, cache, machine, variant
 from compress.config import build
 from compress.errors import UserError, first_line
 from compress.formats.ptl import Ptl
+from compress.isolate import torch_threads
 from compress.pipeline import base_model
 from compress.plots import sensitivity_figure
 from compress.techniques.sensitivity import Analyzable, curves
@@ -63,12 +63,11 @@ def command(overrides: list[str]) -> int:
     cfg = _composed(overrides)
     step = analyzed_step(cfg.technique)
     accel.check(cfg)  # a device that is not there: one line now, before the base model trains
-    torch.set_num_threads(1)  # the base model trains in a forked child (compress/isolate.py)
     data = build(cfg.dataset)
-    base, _ = base_model(cfg, data)
+    with torch_threads(1):  # the base model trains in a forked child (compress/isolate.py)
+        base, _ = base_model(cfg, data)
     ctx = variant.context(cfg, data, base, Ptl())  # one increment per layer: nothing is fine-tuned
-    with machine.computing(cfg.threads, accel.gpu_ids(cfg), cfg.train.jobs_per_gpu):
-        torch.set_num_threads(cfg.threads)
+    with machine.computing(cfg.threads, accel.gpu_ids(cfg), cfg.train.jobs_per_gpu), torch_threads(cfg.threads):
         accel.use(cfg)  # this process's forks are done: the curves may start CUDA here
         table = curves(step, base, ctx)
     name = f"{cfg.model.name}-{cfg.dataset.name}-{cfg.technique.name}"

@@ -17,15 +17,14 @@ its fine-tuning.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
 from compress.errors import UserError
 from compress.techniques.base import Context, Step
-
-CLUSTERED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+from compress.techniques.layers import LayerPolicy, left_alone_note
 
 
 def _nearest(values: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
@@ -81,27 +80,35 @@ def _mean_gradient_per_cluster(labels: torch.Tensor, k: int) -> Callable[[torch.
 
 
 class Cluster(Step):
-    """Shares each Conv/Linear layer's weights among 2^bits values (k-means); biases stay as they are."""
+    """Shares the weights of each layer the layer policy chooses (`layers` kinds, the classifier unless
+    `include_classifier` is false, not the `skip` ones) among 2^bits values (k-means); biases stay as they are."""
 
     uses_ratio = False
 
-    def __init__(self, bits: int = 4, iterations: int = 30) -> None:
+    def __init__(self, bits: int = 4, iterations: int = 30, layers: Sequence[str] = ("conv", "linear"),
+                 include_classifier: bool = True, skip: Sequence[str] = ()) -> None:  # fmt: skip
         super().__init__()
         if not isinstance(bits, int) or not 1 <= bits <= 8:
             raise UserError(f"cluster bits must be an integer from 1 to 8, got {bits!r}")
         self.bits, self.iterations = bits, iterations
+        self.policy = LayerPolicy.of(layers, include_classifier, skip)
         self._clusters: list[tuple[nn.Parameter, torch.Tensor]] = []
         self._hooks: list[torch.utils.hooks.RemovableHandle] = []
 
     def apply(self, model: nn.Module, ratio: float | None, ctx: Context) -> nn.Module:
         k = 2**self.bits
-        for layer in model.modules():
-            if isinstance(layer, CLUSTERED):
-                values, labels = shared_values(layer.weight, k, self.iterations)
-                with torch.no_grad():
-                    layer.weight.copy_(values[labels].view_as(layer.weight))
-                self._clusters.append((layer.weight, labels))
-                self._hooks.append(layer.weight.register_hook(_mean_gradient_per_cluster(labels, k)))
+        chosen, left = self.policy.choose(model, ctx.example)
+        if not chosen:
+            raise UserError(f"cluster: the layer policy chooses no layer of {type(model).__name__}; "
+                            "widen technique.steps.cluster.layers or skip")  # fmt: skip
+        for layer in chosen.values():
+            values, labels = shared_values(layer.weight, k, self.iterations)
+            with torch.no_grad():
+                layer.weight.copy_(values[labels].view_as(layer.weight))
+            self._clusters.append((layer.weight, labels))
+            self._hooks.append(layer.weight.register_hook(_mean_gradient_per_cluster(labels, k)))
+        if note := left_alone_note("cluster", left):
+            ctx.note(note)
         zeros = torch.cat([labels for _, labels in self._clusters]).eq(k).float().mean()
         ctx.note(
             f"cluster: {len(self._clusters)} layers × {k} shared fp32 values, {zeros:.1%} of the weights kept at "

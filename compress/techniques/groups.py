@@ -1,5 +1,5 @@
 """What torch-pruning may prune in a model: its dependency graph with the layers it cannot trace stood aside, and
-the groups it may prune (never the classifier's outputs, never the channels of zero-padded shortcuts)."""
+the groups it may prune (the layer policy's layers, never the channels of zero-padded shortcuts)."""
 
 from __future__ import annotations
 
@@ -10,19 +10,12 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from compress.techniques.base import forward_calls
-
-LAYER_TYPES: dict[str, type[nn.Module]] = {"conv": nn.modules.conv._ConvNd, "linear": nn.Linear}
+from compress.techniques.layers import WEIGHTED, LayerPolicy
 
 # Parameter-free layers that keep the channel count but whose internals torch-pruning traces into index mappings
 # it cannot follow (LocalResponseNorm pads and pools across channels: its graph grows without bound). They stand
 # aside (nn.Identity) while the dependency graph is built and while it prunes.
 CHANNEL_KEEPING = (nn.LocalResponseNorm,)
-
-
-def output_layer(model: nn.Module, example: torch.Tensor) -> nn.Module:
-    """The last conv/linear layer a forward pass runs: the classifier, whose outputs are the classes."""
-    return forward_calls(model, example, tuple(LAYER_TYPES.values()))[-1][1]
 
 
 @contextmanager
@@ -39,16 +32,16 @@ def standing_aside(model: nn.Module) -> Iterator[None]:
 
 
 @contextmanager
-def prunable_groups(model: nn.Module, example: torch.Tensor) -> Iterator[tuple[tp.DependencyGraph, list, list]]:
-    """torch-pruning's dependency graph of `model` (one trace), the groups it may prune (not the classifier's
-    outputs, not the layers feeding zero-padded shortcuts) and those layers, with the CHANNEL_KEEPING layers aside
+def prunable_groups(model: nn.Module, example: torch.Tensor, policy: LayerPolicy
+                    ) -> Iterator[tuple[tp.DependencyGraph, list, list]]:  # fmt: skip
+    """torch-pruning's dependency graph of `model` (one trace), the groups whose root layer `policy` chooses and
+    that do not feed zero-padded shortcuts, and those shortcut-feeding layers, with the CHANNEL_KEEPING layers aside
     for the block."""
-    classifier = output_layer(model, example)
+    ignored = policy.left_alone(model, example)
     with standing_aside(model):
         graph = tp.DependencyGraph().build_dependency(model.eval(), example_inputs=example)
         kept = padded_channel_layers(graph)
-        layers = tuple(LAYER_TYPES.values())
-        yield graph, list(graph.get_all_groups(ignored_layers=[classifier, *kept], root_module_types=layers)), kept
+        yield graph, list(graph.get_all_groups(ignored_layers=[*ignored, *kept], root_module_types=WEIGHTED)), kept
 
 
 def _pads_channels(node: tp.dependency.Node) -> bool:
@@ -62,10 +55,9 @@ def padded_channel_layers(graph: tp.DependencyGraph) -> list[nn.Module]:
     """Layers whose output channels reach a channel-padding op (the option-A shortcut of CIFAR ResNets): pruning
     them would join tensors of different widths, so they keep their channels and pruning happens inside the blocks
     (Li et al. 2017 prune ResNet-56 the same way)."""
-    layers = tuple(LAYER_TYPES.values())
     kept: list[nn.Module] = []
-    for group in graph.get_all_groups(root_module_types=layers):
+    for group in graph.get_all_groups(root_module_types=WEIGHTED):
         if any(_pads_channels(dep.target) for dep, _ in group):
             outputs = [dep.target.module for dep, _ in group if graph.is_out_channel_pruning_fn(dep.handler)]
-            kept += [m for m in outputs if isinstance(m, layers)]
+            kept += [m for m in outputs if isinstance(m, WEIGHTED)]
     return list(dict.fromkeys(kept))

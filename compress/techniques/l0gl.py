@@ -5,8 +5,8 @@ remaining zeros kept at zero through fine-tuning.
 A group is one channel of a torch-pruning group: with `groups: out` every parameter that writes the channel (the
 filters / neurons of the coupled layers, their biases, the BatchNorm scale and shift), with `groups: in` every
 weight that reads it. A channel whose group is all zero carries zeros (out) or is read by nobody (in), so removing
-it leaves the function as it is. The classifier's outputs and the layers feeding zero-padded shortcuts are not
-penalized (they are never removed).
+it leaves the function as it is. The classifier's outputs, the `skip` layers' outputs and the layers feeding
+zero-padded shortcuts are not penalized (they are never removed).
 
 The exact prox of one group x at step size η: keeping the k largest-magnitude entries S costs
 ½‖x_{S^c}‖² + ηλ_g‖x_S‖ − ½(ηλ_g)² + ηλ₀k when ‖x_S‖ > ηλ_g (the kept entries shrink by 1 − ηλ_g/‖x_S‖), zeroing
@@ -15,7 +15,7 @@ the group costs ½‖x‖²; for a given k the top-k entries are best, so one so
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -24,7 +24,8 @@ from torch import nn
 
 from compress.errors import UserError
 from compress.techniques.base import Context, Step, choice
-from compress.techniques.groups import prunable_groups
+from compress.techniques.groups import prunable_groups, standing_aside
+from compress.techniques.layers import LayerPolicy
 from compress.techniques.masks import KeptZeros
 
 STRENGTHS = ("ratio", "fixed")
@@ -159,13 +160,14 @@ def channel_groups(graph: tp.DependencyGraph, groups: list, kind: str) -> list[C
     return found
 
 
-def remove_dead_channels(model: nn.Module, example: torch.Tensor, kind: str) -> int:
-    """Remove (torch-pruning) every channel whose `kind` group is all zero; the number removed. A layer whose
-    channels are all zero would cut the network: a one-line error says what to lower."""
+def remove_dead_channels(model: nn.Module, graph: tp.DependencyGraph, penalized: list[ChannelGroups]) -> int:
+    """Remove (torch-pruning, through `graph`: the model's structure has not changed since it was traced) every
+    channel whose penalized group is all zero; the number removed. A layer whose channels are all zero would cut
+    the network: a one-line error says what to lower."""
     removed = 0
     names = {m: name for name, m in model.named_modules()}
-    with prunable_groups(model, example) as (graph, groups, _):
-        for channels in channel_groups(graph, groups, kind):
+    with standing_aside(model):
+        for channels in penalized:
             dead = channels.dead()
             if len(dead) == channels.parts[0].index.shape[0]:
                 raise UserError(
@@ -250,8 +252,10 @@ class L0GroupPrune(Step):
         epochs: int = 5,
         lr: float = 0.01,
         strength: str = "ratio",
+        skip: Sequence[str] = (),
     ):
         super().__init__(ratio)
+        self.policy = LayerPolicy.of(classifier=False, skip=skip)
         self.kind = choice("groups", groups, GROUP_KINDS)
         self.uses_ratio = choice("strength", strength, STRENGTHS) == "ratio"
         if min(l0, group) < 0 or l0 + group == 0 or epochs < 1:
@@ -260,8 +264,8 @@ class L0GroupPrune(Step):
         self._zeros = KeptZeros()
 
     def apply(self, model: nn.Module, ratio: float | None, ctx: Context) -> nn.Module:
-        with prunable_groups(model, ctx.example) as (graph, groups, _):
-            penalized = channel_groups(graph, groups, self.kind)
+        with prunable_groups(model, ctx.example, self.policy) as (graph, groups, _):  # the one trace: training
+            penalized = channel_groups(graph, groups, self.kind)  # changes weights, not the structure
         if not penalized:
             raise UserError(f"{type(model).__name__} has no channel group the ℓ0 group penalty can act on")
         steps = self.epochs * -(-len(ctx.data.train) // ctx.batch_size)
@@ -269,7 +273,7 @@ class L0GroupPrune(Step):
         proximal = Proximal(penalized, self.l0, self.group, target)
         model = ctx.finetune(model, self.epochs, lr=self.lr, label="proximal training", after_step=proximal)
         sparsity = _zero_fraction(penalized)
-        removed = remove_dead_channels(model, ctx.example, self.kind)
+        removed = remove_dead_channels(model, graph, penalized)
         for param in model.parameters():
             if not param.all():  # the zeros the proximal training left in the channels that stay
                 self._zeros.keep(param)

@@ -14,7 +14,7 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -24,7 +24,9 @@ from tensorly.decomposition import parafac, partial_tucker
 from torch import nn
 
 from compress.errors import UserError, first_line
+from compress.isolate import torch_threads
 from compress.techniques.base import Context, Step, forward_calls
+from compress.techniques.layers import LayerPolicy
 from compress.techniques.vbmf import vbmf_ranks
 
 log = logging.getLogger(__name__)
@@ -46,18 +48,14 @@ def _tensorly_torch() -> Iterator[None]:
     tensorly's einsum tensor algebra computes the CP-ALS products (MTTKRP) with torch.einsum, which opt_einsum
     orders well; the default forms the Khatri-Rao product of the other modes explicitly: for a 512×512×3×3 conv
     at rank 1145 a matrix of 786,432 × 1,145 per spatial mode, 20× slower per iteration (measured here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with (
-            tl.backend_context("pytorch", local_threadsafe=True),
-            tl.tenalg.backend_context("einsum", local_threadsafe=True),
-            warnings.catch_warnings(),
-        ):
-            warnings.simplefilter("ignore", UserWarning)
-            yield
-    finally:
-        torch.set_num_threads(threads)
+    with (
+        torch_threads(1),
+        tl.backend_context("pytorch", local_threadsafe=True),
+        tl.tenalg.backend_context("einsum", local_threadsafe=True),
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore", UserWarning)
+        yield
 
 
 def _layer_inputs(model: nn.Module, example: torch.Tensor, kind: type) -> dict[str, torch.Size]:
@@ -107,8 +105,10 @@ class _Decompose(Step):
     layer_type: type[nn.Module] = nn.Conv2d
     rank_words: tuple[str, ...] = ()  # rank estimators besides null (from ratio) and an int
 
-    def __init__(self, rank: int | str | None = None, ratio: float | None = None):
+    def __init__(self, rank: int | str | None = None, ratio: float | None = None, skip: Sequence[str] = (),
+                 include_classifier: bool = True):  # fmt: skip
         super().__init__(ratio)
+        self.policy = LayerPolicy.of((self.layer_type,), include_classifier, skip)
         valid = rank is None or rank in self.rank_words or (isinstance(rank, int) and rank >= 1)
         if not valid:
             choices = ", ".join(("null (from ratio)", "a positive int", *self.rank_words))
@@ -118,11 +118,10 @@ class _Decompose(Step):
 
     def apply(self, model: nn.Module, ratio: float | None, ctx: Context) -> nn.Module:
         shapes = _layer_inputs(model, ctx.example, self.layer_type)
-        layers = [(n, m) for n, m in model.named_modules() if isinstance(m, self.layer_type)]
-        skipped = []
-        for i, (name, layer) in enumerate(layers, 1):
-            rank, reason = self._plan(name, layer, layers, ratio)
-            reason = reason or ("not used in forward" if name not in shapes else None)
+        layers, left = self.policy.choose(model, ctx.example)
+        skipped = [f"{name} ({why})" for name, why in left.items()]
+        for i, (name, layer) in enumerate(layers.items(), 1):
+            rank, reason = self._plan(name, layer, ratio)
             if reason:
                 skipped.append(f"{name} ({reason})")
                 continue
@@ -134,11 +133,11 @@ class _Decompose(Step):
             ctx.note(f"{self.family} left alone: {', '.join(skipped)}")
         return model
 
-    def _plan(self, name: str, layer: nn.Module, layers: list, ratio: float | None) -> tuple[Any, str | None]:
+    def _plan(self, name: str, layer: nn.Module, ratio: float | None) -> tuple[Any, str | None]:
         """(rank, None) for a layer to decompose, (None, why not) for one to leave alone."""
         if not torch.isfinite(layer.weight).all():
             raise DecompositionError(f"{self.family} of {name}: the layer's weights contain NaN or inf")
-        reason = self._ineligible(name, layer, layers)
+        reason = self._ineligible(layer)
         if reason:
             return None, reason
         rank = self._rank(layer, ratio)
@@ -162,7 +161,7 @@ class _Decompose(Step):
         ctx.note(f"{self.family} {name}: rank {rank}{wide}, {params}, rel_err {error:.3g}")
         return new
 
-    def _ineligible(self, name: str, layer: nn.Module, layers: list) -> str | None:
+    def _ineligible(self, layer: nn.Module) -> str | None:
         if layer.groups != 1:
             return "grouped"
         if layer.in_channels == 1:
@@ -210,9 +209,9 @@ class CPDecompose(_Decompose):
 
     def __init__(
         self, rank: int | None = None, ratio: float | None = None, l2_reg: float = 1e-3, tol: float = 1e-5,
-        max_iter: int = 200,
+        max_iter: int = 200, skip: Sequence[str] = (), include_classifier: bool = True,
     ):  # fmt: skip
-        super().__init__(rank, ratio)
+        super().__init__(rank, ratio, skip, include_classifier)
         self.l2_reg = l2_reg  # ridge term of the ALS on the unit-norm weight: limits cancelling components
         self.tol, self.max_iter = tol, max_iter  # ALS stops when the error changes by less than tol, or after max_iter
 
@@ -292,18 +291,18 @@ class TuckerDecompose(_Decompose):
 class SVDDecompose(_Decompose):
     """Truncated SVD of each Linear: W ≈ (U√S)(√S Vᵀ) → Linear(in→R, no bias) → Linear(R→out, bias).
 
-    The last Linear (the classifier) is left alone unless `include_classifier`: it is small and its
-    rank is bounded by the number of classes, so truncating it costs accuracy for little size."""
+    The classifier (the last layer the forward pass runs) is left alone unless `include_classifier`: it is small
+    and its rank is bounded by the number of classes, so truncating it costs accuracy for little size."""
 
     family = "svd"
     layer_type = nn.Linear
 
-    def __init__(self, rank: int | None = None, ratio: float | None = None, include_classifier: bool = False):
-        super().__init__(rank, ratio)
-        self.include_classifier = include_classifier
+    def __init__(self, rank: int | None = None, ratio: float | None = None, include_classifier: bool = False,
+                 skip: Sequence[str] = ()):  # fmt: skip
+        super().__init__(rank, ratio, skip, include_classifier)
 
-    def _ineligible(self, name: str, layer: nn.Linear, layers: list) -> str | None:
-        return "classifier" if not self.include_classifier and name == layers[-1][0] else None
+    def _ineligible(self, layer: nn.Linear) -> str | None:
+        return None
 
     def _rank(self, layer: nn.Linear, ratio: float | None) -> int:
         if self.rank is not None:

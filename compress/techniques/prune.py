@@ -10,6 +10,7 @@ measures the curves, compress/allocation.py allocates the ratios).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch.nn.functional as F
 import torch_pruning as tp
@@ -20,12 +21,8 @@ from compress.allocation import allocate, allocation_note
 from compress.data import make_loader
 from compress.errors import UserError
 from compress.techniques.base import Context, Step, choice
-from compress.techniques.groups import (
-    LAYER_TYPES,
-    output_layer,
-    prunable_groups,
-    standing_aside,
-)
+from compress.techniques.groups import prunable_groups, standing_aside
+from compress.techniques.layers import LayerPolicy, left_alone_note
 from compress.techniques.masks import KeptZeros
 from compress.techniques.sensitivity import curves
 
@@ -69,9 +66,10 @@ def _zero_smallest_globally(layers: list[nn.Module], sparsity: float) -> None:
 
 
 class MagnitudePrune(Step):
-    """Zero the `ratio` fraction of smallest-|w| weights of every conv/linear layer (`scope: layer`), of all of
-    them together (`scope: global`), or of each layer at the sparsity its sensitivity curve allows (`scope:
-    sensitivity`), made permanent with `prune.remove`.
+    """Zero the `ratio` fraction of smallest-|w| weights of every chosen layer (`scope: layer`), of all of them
+    together (`scope: global`), or of each layer at the sparsity its sensitivity curve allows (`scope:
+    sensitivity`), made permanent with `prune.remove`; the layers are those of `layers` kinds the layer policy
+    (compress/techniques/layers.py) chooses.
 
     The zeros stay zero through fine-tuning: the gradients of pruned weights are masked until `finalize`.
     """
@@ -81,38 +79,43 @@ class MagnitudePrune(Step):
         ratio: float | None = None,
         scope: str = "layer",
         layers: Sequence[str] = ("conv", "linear"),
+        include_classifier: bool = True,
+        skip: Sequence[str] = (),
         iterations: int = 1,
         retrain_increments: bool = True,
     ):
         super().__init__(ratio)
         self.scope = choice("scope", scope, ("layer", "global", "sensitivity"))
-        self.layers = [choice("layers", name, tuple(LAYER_TYPES)) for name in layers]
-        self.layer_types = tuple(LAYER_TYPES[name] for name in self.layers)
+        self.layers = list(layers)
+        self.policy = LayerPolicy.of(layers, include_classifier, skip)
         self.iterations = _iterations(iterations)
         self.retrain_increments = retrain_increments
         self._zeros = KeptZeros()
 
-    def pruned_layers(self, model: nn.Module) -> dict[str, nn.Module]:
-        return {name: m for name, m in model.named_modules() if isinstance(m, self.layer_types)}
+    def pruned_layers(self, model: nn.Module, ctx: Context) -> dict[str, nn.Module]:
+        return self.policy.choose(model, ctx.example)[0]
 
     def apply(self, model: nn.Module, ratio: float, ctx: Context) -> nn.Module:
-        if not self.pruned_layers(model):
+        chosen, left = self.policy.choose(model, ctx.example)
+        if not chosen:
             raise UserError(
                 f"magnitude pruning of {' and '.join(self.layers)} layers does not apply: {type(model).__name__} has "
-                "none; choose the technique's layer types (conv, linear) or another technique"
+                "none the layer policy chooses; choose the step's layers (conv, linear), skip or include_classifier"
             )
         sparsities = self.layer_sparsities(model, ratio, ctx)
         for i, pruned in _schedule(model, ctx, self.iterations, self.retrain_increments):
-            share, layers = (i + 1) / self.iterations, self.pruned_layers(pruned)
+            share, layers = (i + 1) / self.iterations, self.pruned_layers(pruned, ctx)
             if sparsities is None:
                 _zero_smallest_globally(list(layers.values()), ratio * share)
             for name, sparsity in (sparsities or {}).items():
                 _zero_smallest(layers[name], sparsity * share)
             for m in layers.values():
                 self._zeros.keep(m.weight)
-        weights = [m.weight for m in self.pruned_layers(pruned).values()]
+        weights = [m.weight for m in self.pruned_layers(pruned, ctx).values()]
         zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
         ctx.note(f"magnitude pruning: {zeros:.1%} of the weights of {len(weights)} layers are zero (dense storage)")
+        if note := left_alone_note("magnitude pruning", left):
+            ctx.note(note)
         return pruned
 
     def layer_sparsities(self, model: nn.Module, ratio: float, ctx: Context) -> dict[str, float] | None:
@@ -120,7 +123,7 @@ class MagnitudePrune(Step):
         if self.scope == "global":
             return None
         if self.scope == "layer":
-            return dict.fromkeys(self.pruned_layers(model), ratio)
+            return dict.fromkeys(self.pruned_layers(model, ctx), ratio)
         sparsities = allocate(curves(self, model, ctx), ratio)
         ctx.note(allocation_note(sparsities))
         return sparsities
@@ -132,11 +135,11 @@ class MagnitudePrune(Step):
     # --- what the sensitivity analysis (compress/techniques/sensitivity.py) asks of a pruning step ---
 
     def sensitivity_method(self) -> dict:
-        return {"step": "magnitude", "layers": sorted(t.__name__ for t in self.layer_types)}
+        return {"step": "magnitude", **self.policy.describe()}
 
     def sensitivity_layers(self, model: nn.Module, ctx: Context) -> dict[str, int]:
         """The layers pruned one at a time, by name, with the number of weights each has."""
-        return {name: m.weight.numel() for name, m in self.pruned_layers(model).items()}
+        return {name: m.weight.numel() for name, m in self.pruned_layers(model, ctx).items()}
 
     def prune_alone(self, model: nn.Module, layer: str, ratio: float, ctx: Context) -> nn.Module:
         _zero_smallest(model.get_submodule(layer), ratio)
@@ -152,10 +155,24 @@ def accumulate_gradients(model: nn.Module, ctx: Context, batches: int) -> None:
         F.cross_entropy(model(x), y).backward()
 
 
+@dataclass(frozen=True)
+class Layout:
+    """What one dependency-graph trace says of a model's structure, by layer name: the root layer of every prunable
+    group with its channels (in the model's order), and the layers whose output channels stay (the layer policy's
+    left-alone layers, the classifier among them, and those feeding zero-padded shortcuts)."""
+
+    widths: dict[str, int]
+    ignored: tuple[str, ...]
+    padded: int  # how many of `ignored` feed zero-padded shortcuts
+
+
 class ChannelPrune(Step):
     """Remove the `ratio` fraction of the channels of every prunable group (`scope: uniform`), of all channels
     ranked together (`scope: global`) or of each group at the ratio its sensitivity curve allows (`scope:
-    sensitivity`) with torch-pruning; the classifier's outputs are kept."""
+    sensitivity`) with torch-pruning; the classifier's outputs and the `skip` layers' outputs are kept.
+
+    The model's layout (one dependency-graph trace) is found once per structure and reused by layer name: by the
+    sensitivity trials (each then costs only torch-pruning's own trace) and by the increments."""
 
     def __init__(
         self,
@@ -167,6 +184,7 @@ class ChannelPrune(Step):
         taylor_batches: int = 8,
         max_layer_ratio: float = 0.9,
         round_to: int | None = None,
+        skip: Sequence[str] = (),
     ):
         super().__init__(ratio)
         if round_to is not None and (not isinstance(round_to, int) or round_to < 1):
@@ -179,6 +197,8 @@ class ChannelPrune(Step):
         self.retrain_increments = retrain_increments
         self.taylor_batches = taylor_batches
         self.max_layer_ratio = max_layer_ratio
+        self.policy = LayerPolicy.of(classifier=False, skip=skip)
+        self._layouts: dict[tuple, Layout] = {}
 
     def check_model(self, model: nn.Module) -> None:
         if self.importance == "bn_scale" and not any(
@@ -194,17 +214,18 @@ class ChannelPrune(Step):
 
     def apply(self, model: nn.Module, ratio: float, ctx: Context) -> nn.Module:
         self.check_model(model)
-        channels = _channels(model)
-        widths, kept = self._layout(model, ctx)  # one dependency-graph trace for both (MetaPruner traces its own)
-        pruned = self._prune(model, ratio, self.layer_ratios(model, ratio, ctx, widths), self.iterations, ctx, kept)
+        channels, layout = _channels(model), self.layout(model, ctx)
+        pruned = self._prune(model, ratio, self.layer_ratios(model, ratio, ctx), self.iterations, ctx)
         ctx.note(f"channel pruning ({self.importance}, {self.scope}): {channels} → {_channels(pruned)} channels")
+        if layout.padded:
+            ctx.note(f"{layout.padded} layers feeding zero-padded (option-A) shortcuts keep their output channels")
         return pruned
 
-    def layer_ratios(self, model: nn.Module, ratio: float, ctx: Context, widths: dict[str, int]
-                     ) -> dict[str, float] | None:  # fmt: skip
+    def layer_ratios(self, model: nn.Module, ratio: float, ctx: Context) -> dict[str, float] | None:
         """Each prunable group's ratio by the name of its root layer (None: all channels ranked together)."""
         if self.scope == "global":
             return None
+        widths = self.layout(model, ctx).widths
         ratios = dict.fromkeys(widths, ratio)
         if self.scope == "sensitivity":
             ratios = allocate(curves(self, model, ctx), ratio, self.max_layer_ratio)
@@ -212,17 +233,16 @@ class ChannelPrune(Step):
         return {name: _keeping_one(widths[name], r) for name, r in ratios.items()}
 
     def _prune(self, model: nn.Module, ratio: float, layer_ratios: dict[str, float] | None, iterations: int,
-               ctx: Context, kept: list[nn.Module] | None = None) -> nn.Module:  # fmt: skip
-        """Prune with torch-pruning; `kept`: the layers that keep their channels (found here when None)."""
-        kept = self._layout(model, ctx)[1] if kept is None else kept
-        classifier = output_layer(model, ctx.example)
+               ctx: Context) -> nn.Module:  # fmt: skip
+        """Prune with torch-pruning (its MetaPruner traces its own dependency graph, once for all increments)."""
+        ignored = [model.get_submodule(name) for name in self.layout(model, ctx).ignored]
         per_layer = None if layer_ratios is None else {model.get_submodule(n): r for n, r in layer_ratios.items()}
         with standing_aside(model):
             pruner = tp.pruner.MetaPruner(  # per-layer ratios are final; a global ranking is capped per layer
                 model, ctx.example, importance=self.make_importance(), pruning_ratio=ratio if per_layer is None else 0,
                 pruning_ratio_dict=per_layer, global_pruning=per_layer is None,
                 max_pruning_ratio=max(ratio, self.max_layer_ratio) if per_layer is None else 1.0,
-                iterative_steps=iterations, ignored_layers=[classifier, *kept], round_to=self.round_to,
+                iterative_steps=iterations, ignored_layers=ignored, round_to=self.round_to,
             )  # fmt: skip
         for _, pruned in _schedule(model, ctx, iterations, self.retrain_increments):
             if self.importance == "taylor":
@@ -230,26 +250,29 @@ class ChannelPrune(Step):
             with standing_aside(pruned):
                 pruner.step()
             pruned.zero_grad(set_to_none=True)
-        if kept:
-            ctx.note(f"{len(kept)} layers feeding zero-padded (option-A) shortcuts keep their output channels")
         return pruned
+
+    def layout(self, model: nn.Module, ctx: Context) -> Layout:
+        """The model's Layout: one dependency-graph trace per structure (the names and shapes of its parameters)."""
+        structure = tuple((name, tuple(p.shape)) for name, p in model.named_parameters())
+        if structure not in self._layouts:
+            names = {m: name for name, m in model.named_modules()}
+            with prunable_groups(model, ctx.example, self.policy) as (_, groups, padded):
+                roots = {group.items[0].dep.target.module: len(group.items[0].idxs) for group in groups}
+            ignored = [*self.policy.left_alone(model, ctx.example), *padded]
+            widths = {name: roots[m] for name, m in model.named_modules() if m in roots}
+            self._layouts[structure] = Layout(widths, tuple(dict.fromkeys(names[m] for m in ignored)), len(padded))
+        return self._layouts[structure]
 
     # --- what the sensitivity analysis (compress/techniques/sensitivity.py) asks of a pruning step ---
 
     def sensitivity_method(self) -> dict:
-        return {"step": "channel", "importance": self.importance, "taylor_batches": self.taylor_batches}
+        method = {"step": "channel", "importance": self.importance, "taylor_batches": self.taylor_batches}
+        return method | ({"skip": self.policy.skip} if self.policy.skip else {})
 
     def sensitivity_layers(self, model: nn.Module, ctx: Context) -> dict[str, int]:
         """The root layer of every prunable group, by name, with its number of channels."""
-        return self._layout(model, ctx)[0]
-
-    def _layout(self, model: nn.Module, ctx: Context) -> tuple[dict[str, int], list[nn.Module]]:
-        """The root layers of the prunable groups by name with their channels, in the model's order, and the layers
-        that keep their channels: one dependency-graph trace."""
-        with prunable_groups(model, ctx.example) as (_, groups, kept):
-            roots = [group.items[0] for group in groups]
-        widths = {root.dep.target.module: len(root.idxs) for root in roots}
-        return {name: widths[m] for name, m in model.named_modules() if m in widths}, kept
+        return self.layout(model, ctx).widths
 
     def prune_alone(self, model: nn.Module, layer: str, ratio: float, ctx: Context) -> nn.Module:
         width = _channels(model.get_submodule(layer))

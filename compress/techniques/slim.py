@@ -3,6 +3,8 @@ removing the channels whose scales were driven towards zero (BN-scale channel pr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch_pruning as tp
 from torch import nn
@@ -34,8 +36,10 @@ class SlimPrune(ChannelPrune):
         iterations: int = 1,
         retrain_increments: bool = True,
         max_layer_ratio: float = 0.9,
+        skip: Sequence[str] = (),
     ):
-        super().__init__(ratio, "bn_scale", scope, iterations, retrain_increments, max_layer_ratio=max_layer_ratio)
+        super().__init__(ratio, "bn_scale", scope, iterations, retrain_increments, max_layer_ratio=max_layer_ratio,
+                         skip=skip)  # fmt: skip
         self.penalty = penalty
         self.sparsity_epochs = sparsity_epochs
         self.lr = lr

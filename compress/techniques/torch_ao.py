@@ -34,15 +34,20 @@ from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qa
 from compress.errors import cannot
 from compress.techniques.base import Context, quantized_engine
 
-# The one place torch.ao's warnings are silenced: upstream deprecated torch.ao.quantization (and quantized
-# tensors, and observers' `reduce_range`) in favour of torchao / PT2E, but it still is the only way to get
-# quantized .ptl files, and the same warnings would repeat for every variant of a sweep.
-for _message in (
+# Upstream deprecated torch.ao.quantization (and quantized tensors, and observers' `reduce_range`) in favour of
+# torchao / PT2E, but it still is the only way to get quantized .ptl files, and the same warnings would repeat for
+# every variant of a sweep.
+DEPRECATIONS = (
     r"torch\.ao\.quantization is deprecated",
     r"torch\.quantize_per_tensor, torch\.quantize_per_channel and other quantized tensor creation",
     r"Please use quant_min and quant_max",
-):
-    warnings.filterwarnings("ignore", message=_message)
+)
+
+
+def silence_deprecations() -> None:
+    """Hide torch.ao's deprecation warnings in this process (the job's entry point, cli.run, calls it)."""
+    for message in DEPRECATIONS:
+        warnings.filterwarnings("ignore", message=message)
 
 OBSERVERS = {"minmax": MinMaxObserver, "histogram": HistogramObserver}
 DYNAMIC_LAYERS = {nn.Linear: per_channel_dynamic_qconfig, nn.LSTM: default_dynamic_qconfig,
