@@ -22,9 +22,10 @@ def count_macs(model: nn.Module, example: torch.Tensor) -> int:
     """Multiply-accumulates of the convolutions and matrix products of one forward pass of `example`,
     counted on the aten ops the actual module runs (so QAT-prepared and decomposed models count right).
 
-    Runs on a copy: a forward pass would move the range observers of a QAT-prepared model."""
+    Runs on a copy in eval mode: a forward pass would move the range observers of a QAT-prepared model, and
+    batch norm in training mode refuses a batch of one where a feature map has shrunk to 1×1."""
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        copy.deepcopy(model)(example)
+        copy.deepcopy(model).eval()(example)
     return counter.get_total_flops() // 2
 
 

@@ -134,17 +134,37 @@ def any_failed(table: pd.DataFrame) -> bool:
     return bool(len(table)) and bool((table["status"] == "failed").any())
 
 
+def _track(config: DictConfig, event: str, *args: Any) -> None:
+    """Tell the tracker (`+tracking=mlflow`) that a sweep started, a row was written or a sweep ended; MLflow loads
+    only then."""
+    if config.get("tracking") is None:
+        return
+    try:
+        from compress import tracking
+    except ImportError as exc:
+        log.warning("+tracking=mlflow needs MLflow (%s): pip install -e '.[mlflow]'", exc)
+        return
+    getattr(tracking, event)(config, *args)
+
+
 class SummaryCallback(Callback):
     """summary.csv in the sweep dir after every job (so it exists whatever happens to the sweep; under parallel
     launchers this runs in the worker), and at the end of a multirun the table, the search's answer, exit 1 on
-    failures (this runs on the submitting machine, from the result.json files in the sweep dir)."""
+    failures (this runs on the submitting machine, from the result.json files in the sweep dir). With tracking on,
+    the tracker hears of each row after it is on disk, and gets the sweep's report at the end."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _track(config, "sweep_started")
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         if config.hydra.mode == RunMode.MULTIRUN:
             write_summary(Path(config.hydra.sweep.dir))
+        _track(config, "row_written")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         table = summarize(Path(config.hydra.sweep.dir))
+        failed = int((table["status"] == "failed").sum()) if len(table) else 0
+        _track(config, "sweep_ended", len(table), failed)
         if config.get("search") is not None and not table.empty:
             print(answer(config.search, table))
         if any_failed(table):

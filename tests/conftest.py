@@ -81,6 +81,31 @@ def fast_host(**settings) -> HostDevice:
     return HostDevice(**{"warmup": 1, "iters": 1, "rounds": 1, "min_time_s": 0} | settings)
 
 
+# The catalogue's size: a pair of model and technique on tiny synthetic data, one epoch, the steps at their fastest.
+TINY = (
+    "dataset=fake", "dataset.input_shape=[3,16,16]", "dataset.n_train=64", "dataset.n_test=32", "train.epochs=1",
+    "train.batch_size=32", "finetune.epochs=0", "finetune.between_epochs=0", "ratio=0.5",
+)  # fmt: skip
+# Speed knobs, set on every step that has them (calibration, Taylor gradients, sparse training, CP-ALS iterations).
+STEP_KNOBS = {"calibration_batches": 1, "taylor_batches": 1, "sparsity_epochs": 1, "epochs": 1, "max_iter": 3}
+# Smaller members of the big models' families, so the matrix fits CI: VGG-16 and MobileNetV2 at reduced width (the
+# same code, a tenth of the weights or less), and a small torchvision classifier (squeeze-and-excitation,
+# hard-swish) for the `torchvision` config.
+SMALLER = {
+    "vgg16_bn_cifar": ["model.width=0.25"],
+    "mobilenet_v2": ["model.width_mult=0.35"],
+    "torchvision": ["model.name=mobilenet_v3_small"],
+}
+
+
+def tiny_cfg(make_cfg, model: str, technique: str, *overrides: str):
+    """`model` × `technique` at the catalogue's tiny size; `overrides` last, so they win."""
+    cfg = make_cfg(f"model={model}", f"technique={technique}", *TINY, *SMALLER.get(model, []), *overrides)
+    for step in cfg.technique.steps.values():
+        step.update({k: v for k, v in STEP_KNOBS.items() if k in step})
+    return cfg
+
+
 class Shifted(torch.nn.Module):
     """`base` answering the class after the one it predicts: another function of the same weights (a teacher that
     is never right, an export that writes something else)."""

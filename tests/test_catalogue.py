@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import config_names, fast_host
+from conftest import config_names, fast_host, tiny_cfg
 
 from compress import pipeline
 from compress.config import build
@@ -17,29 +17,6 @@ from compress.results import fail
 CONF = Path(__file__).resolve().parents[1] / "conf"
 MODELS = [m for m in config_names("model") if m != "custom"]  # a user's class: tests/test_custom_model.py
 TECHNIQUES = config_names("technique")
-TINY = (
-    "dataset=fake", "dataset.input_shape=[3,16,16]", "dataset.n_train=64", "dataset.n_test=32", "train.epochs=1",
-    "train.batch_size=32", "finetune.epochs=0", "finetune.between_epochs=0", "ratio=0.5",
-)  # fmt: skip
-# Speed knobs, set on every step that has them (calibration, Taylor gradients, sparse training, CP-ALS iterations).
-STEP_KNOBS = {"calibration_batches": 1, "taylor_batches": 1, "sparsity_epochs": 1, "epochs": 1, "max_iter": 3}
-# Smaller members of the big models' families, so the matrix fits CI: VGG-16 and MobileNetV2 at reduced width (the
-# same code, a tenth of the weights or less), and a small torchvision classifier (squeeze-and-excitation,
-# hard-swish) for the `torchvision` config.
-SMALLER = {
-    "vgg16_bn_cifar": ["model.width=0.25"],
-    "mobilenet_v2": ["model.width_mult=0.35"],
-    "torchvision": ["model.name=mobilenet_v3_small"],
-}
-
-
-def tiny_cfg(make_cfg, model: str, technique: str):
-    cfg = make_cfg(f"model={model}", f"technique={technique}", *TINY, *SMALLER.get(model, []))
-    for step in cfg.technique.steps.values():
-        step.update({k: v for k, v in STEP_KNOBS.items() if k in step})
-    return cfg
-
-
 # Each technique's own measure and how far it must move at ratio 0.5 on every model it applies to (int8: the file).
 REDUCES = {
     "prune_magnitude": ("nonzero_reduction_x", 1.5), "deep_compression": ("nonzero_reduction_x", 1.5),

@@ -31,6 +31,9 @@ class Scripted:
     def sessions(self) -> list[list[str]]:
         return [json.loads(line) for line in self.log.read_text().splitlines()] if self.log.exists() else []
 
+    def attach(self) -> None:
+        """Always there."""
+
     def identity(self) -> dict:
         return {"device": "scripted", "p50s": list(self.p50s)}
 

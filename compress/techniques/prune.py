@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
@@ -19,7 +20,7 @@ from torch.nn.utils import prune
 
 from compress.allocation import allocate, allocation_note
 from compress.data import make_loader
-from compress.errors import UserError
+from compress.errors import UserError, cannot
 from compress.techniques.base import Context, Step, choice
 from compress.techniques.groups import prunable_groups, standing_aside
 from compress.techniques.layers import LayerPolicy, left_alone_note
@@ -247,9 +248,13 @@ class ChannelPrune(Step):
         for _, pruned in _schedule(model, ctx, iterations, self.retrain_increments):
             if self.importance == "taylor":
                 accumulate_gradients(pruned, ctx, self.taylor_batches)
-            with standing_aside(pruned):
-                pruner.step()
+            try:
+                with standing_aside(pruned):
+                    pruner.step()
+            except (RuntimeError, IndexError) as exc:  # a structure its dependency graph got wrong
+                raise _unfollowed(model, exc) from exc
             pruned.zero_grad(set_to_none=True)
+        _check_runs(pruned, ctx.example)
         return pruned
 
     def layout(self, model: nn.Module, ctx: Context) -> Layout:
@@ -277,6 +282,24 @@ class ChannelPrune(Step):
     def prune_alone(self, model: nn.Module, layer: str, ratio: float, ctx: Context) -> nn.Module:
         width = _channels(model.get_submodule(layer))
         return self._prune(model, 0.0, {layer: _keeping_one(width, ratio)}, 1, ctx)
+
+
+def _unfollowed(model: nn.Module, exc: BaseException) -> UserError:
+    return cannot(model, "channel-pruned", exc, "torch-pruning does not follow some of its blocks (attention "
+                  "reshapes, slices of concatenations): leave them alone with technique.steps.prune.skip=[NAME,...], "
+                  "or prune weights with technique=prune_magnitude")  # fmt: skip
+
+
+def _check_runs(model: nn.Module, example: torch.Tensor) -> None:
+    """The pruned model's forward pass on one example (in eval mode: no BatchNorm statistics move)."""
+    training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(example)
+    except RuntimeError as exc:
+        raise _unfollowed(model, exc) from exc
+    finally:
+        model.train(training)
 
 
 def _keeping_one(width: int, ratio: float) -> float:
