@@ -130,7 +130,7 @@ class AdbDevice:
                 "libs_sha256": [sha256_of(p) for p in self.libs], "warmup": self.runs.warmup, "iters": self.runs.iters,
                 "rounds": self.runs.rounds, "input_type": sbt.input_type, "taskset": self.runs.taskset,
                 "extra_args": list(sbt.extra_args), "threads": self.threads, "qengine": self.qengine,
-                "energy": vars(self.energy),
+                "energy": vars(self.energy), "memory": "VmHWM",
             }  # fmt: skip
             members = [self.phones[s].fingerprint for s in sorted(self.phones)]
             names = sorted({p.name for p in self.phones.values()})
@@ -184,15 +184,17 @@ class AdbDevice:
 
     def _row(self, runs: FileRuns, path: str, idle: str, energy: EnergySettings | None, notes: list[str]) -> dict:
         """One file's dict: its latencies, the threads its binary said it used (else the taskset's core count) and
-        the quantized engine (.ptl files only), energy."""
+        the quantized engine (.ptl files only), the benchmark process's peak memory, energy."""
         samples_ms = [us / 1e3 for us in runs.samples_us]
         pinned = bin(int(self.runs.taskset, 16)).count("1") if self.runs.taskset else None
         row: dict = {"samples_ms": samples_ms, "round_sizes": runs.round_sizes, "latency_source": runs.source,
                      "threads": pinned if runs.threads is None else runs.threads,
-                     "qengine": self.qengine if path.endswith(".ptl") else None}  # fmt: skip
+                     "qengine": self.qengine if path.endswith(".ptl") else None,
+                     "mem_peak_mb": None if runs.peak_kb is None else runs.peak_kb / 1024}  # fmt: skip
         if energy:
             row |= energy_columns(idle, runs.power_text, statistics.fmean(samples_ms), energy)
-        row["notes"] = notes + row.pop("notes", [])
+        hidden = ["mem_peak_mb: this phone's /proc/PID/status shows no VmHWM"] if runs.peak_kb is None else []
+        row["notes"] = notes + row.pop("notes", []) + hidden
         return row
 
     def _energy_plan(self, adb: Adb, battery: Battery) -> tuple[EnergySettings | None, list[str]]:

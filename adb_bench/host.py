@@ -1,6 +1,7 @@
 """The `host` device: time exported files on this machine with the runtime of their format (.ptl: the lite
 interpreter; .pte: ExecuTorch's runtime), like a phone session: rounds, each a fresh process timing the files
-interleaved, with a no-op program of each runtime timed beside them (the binding's cost per call)."""
+interleaved, with a no-op program of each runtime timed beside them (the binding's cost per call); then each file's
+peak memory, in a process of its own, net of the no-op program's."""
 
 from __future__ import annotations
 
@@ -22,10 +23,12 @@ from torch import nn
 
 from adb_bench.cpu import other_cpu, read_clock, this_cpu
 from adb_bench.errors import DeviceError
+from adb_bench.memory import own_high_water_kb, restart_high_water
 from adb_bench.session import iteration_shares, run_order
 
 log = logging.getLogger(__name__)
 BLOCK = 20  # timed runs of one file before the session switches to the next: conditions are shared, caches warm
+MEMORY_RUNS = 3  # forwards before the high-water mark is read: activations allocated, pools started, caches filled
 
 
 def load_lite(path: str) -> Callable[[torch.Tensor], object]:
@@ -137,6 +140,25 @@ def time_round(paths: Sequence[str], input_shape: Sequence[int], threads: int, q
     return samples, {suffix: ran_on(suffix) for suffix in {Path(p).suffix for p in paths}}
 
 
+def high_water(path: str, input_shape: Sequence[int], threads: int, qengine: str, runs: int) -> int | None:
+    """In its own process: the high-water mark (kB) after loading `path` and running it `runs` times (its
+    activations allocated, its runtime's pools started), counted from the process's resident set before loading."""
+    torch.set_num_threads(threads)
+    torch.backends.quantized.engine = qengine
+    restart_high_water()
+    forward = LOADERS[Path(path).suffix](path)
+    x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for _ in range(runs):
+            forward(x)
+    return own_high_water_kb()
+
+
+def net_mb(peak_kb: int | None, idle_kb: int | None) -> float | None:
+    """A file's peak memory net of its runtime's (MB), None where either could not be read."""
+    return None if peak_kb is None or idle_kb is None else max(peak_kb - idle_kb, 0) / 1024
+
+
 def ran_on(suffix: str) -> int:
     """The threads a runtime uses now in this process."""
     if suffix == ".pte":
@@ -151,16 +173,20 @@ class HostDevice:
     program of each runtime among them loaded, `warmup` untimed forwards of each, then timed blocks of BLOCK runs
     of each file in turn until each has its share of `iters` and the round its share of `min_time_s` per model
     file (a long window keeps the median clear of short bursts of noise). Files run in the given order in even
-    rounds and in reverse in odd ones. The pipeline holds the idle-host lock meanwhile."""
+    rounds and in reverse in odd ones. The pipeline holds the idle-host lock meanwhile.
+
+    Peak memory (`mem_peak_mb`, unless `memory=False`): each file and each no-op program loaded alone in a process
+    forked from this one and run MEMORY_RUNS times; the file's high-water mark minus its runtime's no-op program's,
+    so what the runtime and this process hold anyway is not counted."""
 
     exclusive_host = True
 
     def __init__(self, threads: int = 1, warmup: int = 100, iters: int = 300, rounds: int = 5,
-                 min_time_s: float = 1.0, qengine: str = "x86"):  # fmt: skip
+                 min_time_s: float = 1.0, qengine: str = "x86", memory: bool = True):  # fmt: skip
         if not 1 <= rounds <= max(iters, 1):
             raise DeviceError(f"device.rounds={rounds} must be between 1 and device.iters={iters}")
         self.threads, self.warmup, self.iters, self.rounds, self.qengine = threads, warmup, iters, rounds, qengine
-        self.min_time_s = min_time_s
+        self.min_time_s, self.memory = min_time_s, memory
 
     def attach(self) -> None:
         """The host is always there."""
@@ -170,6 +196,7 @@ class HostDevice:
             "device": f"host:{platform.machine()}", **this_cpu(), "cores": os.cpu_count(),
             "torch": torch.__version__, "threads": self.threads, "warmup": self.warmup, "iters": self.iters,
             "rounds": self.rounds, "min_time_s": self.min_time_s, "qengine": self.qengine, "block": BLOCK, "noop": 1,
+            "memory_runs": MEMORY_RUNS if self.memory else 0,
         }  # fmt: skip
 
     def benchmark(self, model_paths: Sequence[str], input_shape: Sequence[int]) -> list[dict]:
@@ -191,10 +218,14 @@ class HostDevice:
                 samples[i] += values
                 sizes[i].append(len(values))
         busy = other_cpu(start, read_clock())  # cores other processes kept busy meanwhile (rounds are our own)
+        peaks = [in_child(high_water, f, input_shape, self.threads, self.qengine, MEMORY_RUNS) if self.memory
+                 else None for f in files]  # fmt: skip
         overhead = {s: statistics.median(samples[len(model_paths) + k]) for k, s in enumerate(suffixes)}
+        idle_kb = {s: peaks[len(model_paths) + k] for k, s in enumerate(suffixes)}
         common = {"device": f"host:{platform.machine()}", **this_cpu(), "host_other_cpu": busy, "rounds": self.rounds}
         return [
             {"samples_ms": samples[i], "round_sizes": sizes[i], "call_overhead_ms": overhead[Path(p).suffix], **common,
-             "threads": threads[Path(p).suffix], "qengine": self.qengine if Path(p).suffix == ".ptl" else None}
+             "threads": threads[Path(p).suffix], "qengine": self.qengine if Path(p).suffix == ".ptl" else None,
+             "mem_peak_mb": net_mb(peaks[i], idle_kb[Path(p).suffix])}
             for i, p in enumerate(model_paths)
         ]  # fmt: skip

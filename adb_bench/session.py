@@ -19,16 +19,19 @@ from typing import Protocol
 
 from adb_bench.energy import EnergySettings
 from adb_bench.errors import CommandTimeout, DeviceError
+from adb_bench.memory import high_water_kb
 from adb_bench.parse import Timings
 from adb_bench.transport import Adb, ShellResult, sha256_of
 
 log = logging.getLogger(__name__)
 
 # $1 pid file, $2 library dir ('' = none), $3 power file ('' = no sampling), $4 sampling interval,
-# $5 current_now, $6 voltage_now, then the command. The command's pid goes to the pid file (a timed-out
-# run is killed by it); while it runs, a loop appends `current voltage` lines to the power file (and stops
-# rather than spin where `sleep` takes no fractions).
-RUN = """pidfile=$1 libdir=$2 power=$3 every=$4 current=$5 voltage=$6; shift 6
+# $5 current_now, $6 voltage_now, $7 memory file, then the command. The command's pid goes to the pid file (a
+# timed-out run is killed by it); while it runs, a loop appends `current voltage` lines to the power file (and
+# stops rather than spin where `sleep` takes no fractions), and another keeps the last `VmHWM:` line of the
+# command's /proc/PID/status in the memory file (the high-water mark only grows; a /proc that hides it leaves the
+# file empty).
+RUN = """pidfile=$1 libdir=$2 power=$3 every=$4 current=$5 voltage=$6 memory=$7; shift 7
 if [ -n "$libdir" ]; then export LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; fi
 if [ -n "$power" ]; then
   while read c < "$current" && read v < "$voltage"; do
@@ -37,9 +40,17 @@ if [ -n "$power" ]; then
   sampler=$!
 fi
 "$@" &
-echo $! > "$pidfile"
-wait $!
+pid=$!
+echo $pid > "$pidfile"
+: > "$memory"
+while kill -0 $pid 2>/dev/null; do
+  line=$(grep VmHWM /proc/$pid/status 2>/dev/null) && [ -n "$line" ] && echo "$line" > "$memory"
+  sleep 0.02 2>/dev/null || sleep 1
+done &
+watcher=$!
+wait $pid
 code=$?
+wait $watcher
 if [ -n "$power" ]; then kill "$sampler"; fi
 exit $code"""
 KILL = 'kill -9 "$(cat "$1")"'
@@ -93,7 +104,7 @@ class RunSettings:
 @dataclass
 class FileRuns:
     """What one file got in a session: latencies (µs) of every run and how many each run gave, their source, the
-    power sample lines."""
+    power sample lines, the peak memory of its runs."""
 
     samples_us: list[float] = field(default_factory=list)
     round_sizes: list[int] = field(default_factory=list)  # samples of each run, in the order they ran
@@ -101,6 +112,7 @@ class FileRuns:
     power_files: list[str] = field(default_factory=list)
     power_text: str = ""
     threads: int | None = None  # what the binary said it ran on, None when it says nothing
+    peak_kb: int | None = None  # the highest VmHWM of its runs, None where the phone's /proc showed none
 
     @property
     def source(self) -> str:
@@ -177,6 +189,8 @@ class Session:
         result = self._run(run_dir, [*pinned, remote, *runner.flags(model, input_shape, self.runs.warmup, iters)],
                            power, energy)  # fmt: skip
         logged = self.adb.check(["sh", "-c", LOGCAT, "sh", f"{run_dir}/pid", runner.logcat]) if runner.logcat else ""
+        peak = high_water_kb(self.adb.check(["cat", f"{run_dir}/memory"]))
+        runs.peak_kb = max(filter(None, [runs.peak_kb, peak]), default=None)
         timings = runner.timings(Run(result, logged, remote, self.remote_dir, self.runs.warmup))
         runs.samples_us += timings.samples_us
         runs.round_sizes.append(len(timings.samples_us))
@@ -196,8 +210,8 @@ class Session:
         libdir = self.remote_dir if self.libs else ""
         probe = [f"{energy.interval_s:g}", *energy.paths] if energy and power else ["", "", ""]
         try:
-            return self.adb.shell(["sh", "-c", RUN, "sh", pidfile, libdir, power, *probe, *command],
-                                  timeout=self.runs.timeout_s)  # fmt: skip
+            return self.adb.shell(["sh", "-c", RUN, "sh", pidfile, libdir, power, *probe, f"{run_dir}/memory",
+                                   *command], timeout=self.runs.timeout_s)  # fmt: skip
         except CommandTimeout as exc:
             self._kill(pidfile)
             raise DeviceError(

@@ -24,8 +24,9 @@ def count_macs(model: nn.Module, example: torch.Tensor) -> int:
 
     Runs on a copy in eval mode: a forward pass would move the range observers of a QAT-prepared model, and
     batch norm in training mode refuses a batch of one where a feature map has shrunk to 1×1."""
+    twin = copy.deepcopy(model).eval()  # outside the counter: a PT2E graph's eval() rewrites it by tracing patterns
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        copy.deepcopy(model).eval()(example)
+        twin(example)
     return counter.get_total_flops() // 2
 
 

@@ -22,10 +22,15 @@ BUDGETS_PT = (1, 3)  # "accuracy drop ≤ 1 pt / ≤ 3 pt"
 PARETO = {"acc_top1": "max", "latency_ms_p50": "min", "size_gzip_bytes": "min"}
 ROWS = [  # the table of every row
     "model", "dataset", "device", "format", "technique", "ratio", "seed", "status", "acc_top1", "acc_delta",
-    "nonzero_reduction_x", "macs_reduction_x", "size_bytes", "size_gzip_bytes", "compression_x",
-    "latency_ms_p50", "speedup_x", "speedup_efficiency", "flags", "error",
+    "nonzero_reduction_x", "macs_reduction_x", "size_bytes", "size_gzip_bytes", "compression_x", "mem_peak_mb",
+    "mem_planned_kb", "mem_weights_kb", "latency_ms_p50", "speedup_x", "speedup_efficiency", "flags", "error",
 ]  # fmt: skip
-VARIANT = ["technique", "ratio", "acc_top1", "acc_delta", "latency_ms_p50", "speedup_x", "size_gzip_bytes", "flags"]
+VARIANT = [
+    "technique", "ratio", "acc_top1", "acc_delta", "latency_ms_p50", "speedup_x", "size_gzip_bytes", "mem_peak_mb",
+    "flags",
+]  # fmt: skip
+# What a budget pick minimises: the smallest file, the fastest, the least memory at run time.
+PICKS = (("smallest file", "size_gzip_bytes"), ("fastest", "latency_ms_p50"), ("least peak memory", "mem_peak_mb"))
 PHONE = ["device_serial", "device_model", "device_soc", "device_board", "device_abi", "android"]
 TEMPS = ["battery_temp_c_before", "battery_temp_c_after"]
 FAILED = ["model", "dataset", "device", "technique", "ratio", "seed", "error"]
@@ -87,12 +92,15 @@ def _variant(row: pd.Series) -> str:
 
 
 def budget_lines(rows: pd.DataFrame) -> list[str]:
-    """For each accuracy budget: the smallest (gzip) and the fastest (p50) variant within it, with its flags."""
+    """For each accuracy budget: the smallest (gzip), the fastest (p50) and the least peak memory variant within it
+    (memory where the group's device measured it), with its flags."""
     lines = []
     for pt in BUDGETS_PT:
         within = rows[rows["acc_delta"] >= -pt / 100 - 1e-9]
-        for what, col in (("smallest file", "size_gzip_bytes"), ("fastest", "latency_ms_p50")):
+        for what, col in PICKS:
             head = f"accuracy drop ≤ {pt} pt, {what}: "
+            if col not in rows or rows[col].isna().all():
+                continue  # not measured on this device
             if within[col].isna().all():
                 lines.append(head + "no variant within this budget")
                 continue
@@ -102,6 +110,7 @@ def budget_lines(rows: pd.DataFrame) -> list[str]:
             lines.append(
                 head + f"{_variant(best)}: gzip {shown['size_gzip_bytes']} (file {shown['size_bytes']}), "
                 f"p50 {shown['latency_ms_p50']} ms, speedup {shown.get('speedup_x', '')}×, "
+                + (f"peak memory {shown['mem_peak_mb']} MB, " if shown.get("mem_peak_mb") else "") +
                 f"acc {shown['acc_top1']} ({shown['acc_delta']}){flags}"
             )
     return lines

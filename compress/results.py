@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 COLUMNS = [
     "model", "dataset", "technique", "ratio", "seed", "status", "error", "flags",
     "params", "nonzero_params", "macs", "size_bytes", "size_gzip_bytes", "compression_x",
+    "mem_peak_mb", "mem_planned_kb", "mem_weights_kb",
     "acc_top1", "acc_delta", "format", "device", "threads", "qengine",
     "latency_ms_p50", "latency_ms_p90", "latency_ms_mean", "latency_ms_std", "speedup_x",
     "train_s", "compress_s", "finetune_s", "bench_s", "train_device", "train_precision",
@@ -42,12 +43,13 @@ BOOKKEEPING = ("job_dir", "base_from", "artifact_from", "bench_from", "waited_s"
 # What the end-of-run table prints (the CSV has every column).
 SHOWN = [
     "model", "dataset", "technique", "ratio", "status", "acc_top1", "acc_delta", "nonzero_reduction_x",
-    "macs_reduction_x", "size_bytes", "size_gzip_bytes", "compression_x", "format", "device", "qengine",
-    "latency_ms_p50", "speedup_x", "flags",
+    "macs_reduction_x", "size_bytes", "size_gzip_bytes", "compression_x", "mem_peak_mb", "format", "device",
+    "qengine", "latency_ms_p50", "speedup_x", "flags",
 ]  # fmt: skip
 HEADERS = {
     "acc_top1": "acc", "nonzero_reduction_x": "nonzero_x", "macs_reduction_x": "macs_x", "size_bytes": "size",
-    "size_gzip_bytes": "gzip", "latency_ms_p50": "p50_ms (95% CI)", "speedup_x": "speedup (95% CI)",
+    "size_gzip_bytes": "gzip", "mem_peak_mb": "mem_mb", "latency_ms_p50": "p50_ms (95% CI)",
+    "speedup_x": "speedup (95% CI)",
 }  # fmt: skip
 
 

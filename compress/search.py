@@ -18,7 +18,11 @@ SENSE = {
     "acc_top1": "maximize", "acc_top5": "maximize", "speedup_x": "maximize", "compression_x": "maximize",
     "latency_ms_p50": "minimize", "latency_ms_p90": "minimize", "size_bytes": "minimize",
     "size_gzip_bytes": "minimize", "macs": "minimize", "params": "minimize", "nonzero_params": "minimize",
+    "mem_peak_mb": "minimize", "mem_planned_kb": "minimize", "mem_weights_kb": "minimize",
 }  # fmt: skip
+
+
+BUDGETS = ("max_latency_ms", "max_size_kb", "max_memory_mb")
 
 
 def register_resolver() -> None:
@@ -36,10 +40,17 @@ def directions(objectives: Sequence[str]) -> list[str]:
     return [SENSE[o] for o in objectives]
 
 
+def _measured(row: dict, column: str) -> float:
+    value = row.get(column)
+    return math.inf if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
 def overshoot(search: DictConfig, row: dict) -> float:
-    """How far a row is over the budget (latency and/or file size): 0 within it, else the worst excess ratio."""
-    limits = [("latency_ms_p50", search.max_latency_ms, 1.0), ("size_bytes", search.max_size_kb, 1024.0)]
-    ratios = [row[col] / (limit * unit) for col, limit, unit in limits if limit is not None]
+    """How far a row is over the budget (latency, file size and/or peak memory): 0 within it, else the worst excess
+    ratio. A row whose device did not measure a budgeted column is over that budget (it cannot show it is within)."""
+    limits = [("latency_ms_p50", search.max_latency_ms, 1.0), ("size_bytes", search.max_size_kb, 1024.0),
+              ("mem_peak_mb", search.max_memory_mb, 1.0)]  # fmt: skip
+    ratios = [_measured(row, col) / (limit * unit) for col, limit, unit in limits if limit is not None]
     return max([0.0, *(r - 1 for r in ratios)])
 
 
@@ -62,10 +73,10 @@ def answer(search: DictConfig, table: pd.DataFrame) -> str:
     """The study's answer: the most accurate ok row within the budget, or the Pareto set of the objectives."""
     ok = table[table["status"] == "ok"]
     shown = ["technique", "ratio", *dict.fromkeys([*search.objectives, "acc_top1", "latency_ms_p50", "size_bytes"])]
-    if search.max_latency_ms is not None or search.max_size_kb is not None:
+    if any(search[b] is not None for b in BUDGETS):
         within = ok[[overshoot(search, r) == 0 for r in ok.to_dict("records")]]
         if within.empty:
-            return "no variant within the budget (search.max_latency_ms / search.max_size_kb)"
+            return "no variant within the budget (search.max_latency_ms / search.max_size_kb / search.max_memory_mb)"
         best = within.sort_values("acc_top1", ascending=False).head(1)
         return "best accuracy within the budget:\n" + best[shown].to_string(index=False)
     sense = {o: "max" if SENSE[o] == "maximize" else "min" for o in search.objectives}

@@ -61,7 +61,7 @@ def fake(monkeypatch, tmp_path):
 
 def test_each_round_is_a_fresh_process_that_warms_up_before_it_times(fake):
     log, files = fake
-    a, b = HostDevice(warmup=SLOW_CALLS, iters=10, rounds=4, min_time_s=0).benchmark(files, [1, 3])
+    a, b = HostDevice(warmup=SLOW_CALLS, iters=10, rounds=4, min_time_s=0, memory=False).benchmark(files, [1, 3])
     calls = [line.split() for line in log.read_text().splitlines()]
     pids = list(dict.fromkeys(pid for pid, _ in calls))
     assert len(pids) == 4 and str(os.getpid()) not in pids  # one process per round, never this one
@@ -152,7 +152,7 @@ def test_the_speedup_interval_of_rounds_holds_the_speedups_of_separate_sessions(
     monkeypatch.setattr(host, "noop_file", lambda suffix, shape: tmp_path / "noop.fake")
     held = {}
     for rounds in (5, 1):
-        device = HostDevice(warmup=2, iters=100, rounds=rounds, min_time_s=0)
+        device = HostDevice(warmup=2, iters=100, rounds=rounds, min_time_s=0, memory=False)
         rows = [measured_pair(device, tmp_path / "ref.fake", tmp_path / "half.fake") for _ in range(12)]
         assert all(1.6 < s < 2.5 for s, _, _ in rows)
         held[rounds] = np.mean([lo <= other <= hi for i, (_, lo, hi) in enumerate(rows)

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RANKS = [
     ["cli", "compress.commands"],
     ["compress.pipeline", "compress.results", "compress.report", "compress.plots", "compress.search",
-     "compress.progress"],
+     "compress.progress", "compress.tracking"],
     ["compress.variant"],
     ["compress.techniques"],
     ["compress.train", "compress.data", "compress.formats", "compress.models", "compress.accel", "compress.config",

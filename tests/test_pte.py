@@ -62,7 +62,11 @@ def test_pte_runs_any_batch_like_the_python_model(lenet, mnist5k, lenet_pte):
     with torch.no_grad():
         torch.testing.assert_close(load_pte(lenet_pte["fp32"])(batch), lenet(batch), rtol=1e-4, atol=1e-4)
     assert lenet_pte["fp32_acc"] == evaluate(lenet, mnist5k.test)["acc_top1"]
-    assert lenet_pte["notes"]["fp32"] == {"format": "pte", "delegate": "xnnpack", "export_note": ""}  # all on XNNPACK
+    notes = lenet_pte["notes"]["fp32"]
+    assert {k: notes[k] for k in ("format", "delegate", "export_note")} == {"format": "pte", "delegate": "xnnpack",
+                                                                            "export_note": ""}  # all on XNNPACK
+    weights_kb = sum(p.numel() for p in lenet.parameters()) * 4 / 1024
+    assert notes["mem_weights_kb"] == pytest.approx(weights_kb, rel=0.01)  # fp32 weights, in XNNPACK's named data
 
 
 def test_int8_pte_is_3x_smaller_than_fp32_and_as_accurate(lenet_pte):
@@ -160,8 +164,11 @@ def test_ops_outside_xnnpack_are_noted_and_missing_ones_refused(tmp_path):
 
 def test_portable_delegate_runs_fp32_and_refuses_int8(lenet, lenet_pte, tmp_path):
     x = torch.zeros(1, 1, 28, 28)
-    assert export_pte(lenet, x, tmp_path / "p.pte", "portable") == {"format": "pte", "delegate": "portable",
-                                                                     "export_note": ""}  # fmt: skip
+    portable = export_pte(lenet, x, tmp_path / "p.pte", "portable")
+    assert {k: portable[k] for k in ("format", "delegate", "export_note")} == {"format": "pte", "delegate": "portable",
+                                                                               "export_note": ""}  # fmt: skip
+    # portable kernels: the program plans every activation; XNNPACK's own workspace leaves it the input and output
+    assert portable["mem_planned_kb"] > 20 * lenet_pte["notes"]["fp32"]["mem_planned_kb"]
     with torch.no_grad():
         torch.testing.assert_close(load_pte(tmp_path / "p.pte")(x), lenet(x), rtol=1e-4, atol=1e-4)
     with pytest.raises(UserError, match="int8 .pte files need export.delegate=xnnpack"):

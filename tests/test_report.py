@@ -194,3 +194,14 @@ def test_sweep_writes_a_report_and_prints_progress_without_control_characters(tm
     assert "job 4/4, lenet5/mnist5k, prune_magnitude ratio 0.9, ETA " in proc.stdout
     assert "train epoch 2/2 loss" in proc.stdout  # the plain progress lines of training (not a terminal)
     assert not any(c in proc.stdout + proc.stderr for c in "\r\x1b\b")
+
+
+def test_a_budget_pick_by_peak_memory_where_the_device_measured_it(table):
+    rows = dict(comparable_groups(table))[HOST].copy()
+    assert not any("least peak memory" in line for line in budget_lines(rows))  # not measured: no such pick
+    rows["mem_peak_mb"] = [float(i + 2) for i in range(len(rows))]  # the later rows hold more memory
+    within = rows[rows["acc_delta"] >= -0.01 - 1e-9]
+    least = within.loc[within["mem_peak_mb"].idxmin()]
+    lines = [line for line in budget_lines(rows) if "least peak memory" in line]
+    assert len(lines) == 2 and lines[0].startswith("accuracy drop ≤ 1 pt, least peak memory: ")
+    assert f"peak memory {least['mem_peak_mb']:g} MB" in lines[0]

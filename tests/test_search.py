@@ -12,9 +12,9 @@ from compress.errors import UserError
 from compress.search import answer, directions, trial_values
 
 
-def search(*objectives: str, max_latency_ms=None, max_size_kb=None):
+def search(*objectives: str, max_latency_ms=None, max_size_kb=None, max_memory_mb=None):
     return OmegaConf.create({"objectives": list(objectives), "max_latency_ms": max_latency_ms,
-                             "max_size_kb": max_size_kb})  # fmt: skip
+                             "max_size_kb": max_size_kb, "max_memory_mb": max_memory_mb})  # fmt: skip
 
 
 COLUMNS = ("technique", "ratio", "status", "acc_top1", "latency_ms_p50", "size_bytes")
@@ -56,3 +56,16 @@ def test_the_answer_is_the_pareto_set_or_the_most_accurate_row_within_the_budget
     best = answer(search("acc_top1", "latency_ms_p50", max_latency_ms=2.0), table)
     assert best.splitlines()[0] == "best accuracy within the budget:" and "prune_channel" in best.splitlines()[2]
     assert answer(search("acc_top1", max_size_kb=50), table).startswith("no variant within the budget")
+
+
+def test_peak_memory_is_an_objective_and_a_budget_that_a_row_without_it_cannot_meet():
+    assert directions(["acc_top1", "mem_peak_mb"]) == ["maximize", "minimize"]
+    table = pd.DataFrame([r | {"mem_peak_mb": mb} for r, mb in zip(ROWS, [9.0, 4.0, 2.5, math.nan], strict=True)])
+    rows = table.to_dict("records")
+    assert trial_values(search("acc_top1", "mem_peak_mb"), rows[2]) == [0.96, 2.5]
+    budget = search("acc_top1", max_memory_mb=3.0)
+    assert trial_values(budget, rows[1]) == pytest.approx(-1 / 3)  # 4 MB: a third over
+    best = answer(budget, table).splitlines()
+    assert best[0] == "best accuracy within the budget:" and "quant_static" in best[2]  # prune_channel is over
+    unmeasured = table.drop(columns="mem_peak_mb").to_dict("records")[1]  # a device that measured no memory
+    assert trial_values(budget, unmeasured) == -math.inf

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 from executorch.exir import to_edge_transform_and_lower
+from executorch.exir._serialize._program import deserialize_pte_binary
 from executorch.exir.schema import Program
 from executorch.extension.pybindings import portable_lib
 from executorch.runtime import Runtime
@@ -47,6 +48,19 @@ def kernel_ops(program: Program) -> list[str]:
     return sorted({f"{op.name}.{op.overload}" if op.overload else op.name for op in operators})
 
 
+def planned_memory(path: Path) -> dict:
+    """What the program plans before it runs, read from the file (ExecuTorch's Python runtime does not expose its
+    method metadata's buffer sizes): `mem_planned_kb`, the memory-planned buffers of `forward` (its inputs, outputs
+    and the activations between operators outside a delegate; XNNPACK sizes its own workspace at run time), and
+    `mem_weights_kb`, the constant data (the program's constant buffers and the named data XNNPACK reads its
+    weights from)."""
+    pte = deserialize_pte_binary(Path(path).read_bytes())
+    plan = next(p for p in pte.program.execution_plan if p.name == "forward")
+    constants = sum(len(buffer.storage) for buffer in pte.program.constant_buffer)
+    named = sum(map(len, pte.named_data.buffers)) if pte.named_data else 0
+    return {"mem_planned_kb": sum(plan.non_const_buffer_sizes) / 1024, "mem_weights_kb": (constants + named) / 1024}
+
+
 def export_pte(model: nn.Module, example: torch.Tensor, path: Path, delegate: str = "xnnpack") -> dict:
     """Export `model` on `example`, lower it to `delegate`, write the ExecuTorch program; the row columns that say
     how (`export_note` lists the operators XNNPACK did not take). A program that needs an operator ExecuTorch's
@@ -63,7 +77,7 @@ def export_pte(model: nn.Module, example: torch.Tensor, path: Path, delegate: st
                         f"({', '.join(missing)}); replace the layers that use them or use export=ptl")  # fmt: skip
     atomic_write(Path(path), lambda tmp: Path(tmp).write_bytes(lowered.buffer))
     note = f"on portable kernels (XNNPACK did not take them): {', '.join(ops)}" if ops and partitioners else ""
-    return {"format": "pte", "delegate": delegate, "export_note": note}
+    return {"format": "pte", "delegate": delegate, "export_note": note} | planned_memory(path)
 
 
 def use_threads(threads: int) -> None:
