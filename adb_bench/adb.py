@@ -193,8 +193,8 @@ class AdbDevice:
                      "mem_peak_mb": None if runs.peak_kb is None else runs.peak_kb / 1024}  # fmt: skip
         if energy:
             row |= energy_columns(idle, runs.power_text, statistics.fmean(samples_ms), energy)
-        hidden = ["mem_peak_mb: this phone's /proc/PID/status shows no VmHWM"] if runs.peak_kb is None else []
-        row["notes"] = notes + row.pop("notes", []) + hidden
+        unread = "mem_peak_mb: no VmHWM was read from the benchmark's /proc/PID/status (hidden on this phone?)"
+        row["notes"] = notes + row.pop("notes", []) + ([unread] if runs.peak_kb is None else [])
         return row
 
     def _energy_plan(self, adb: Adb, battery: Battery) -> tuple[EnergySettings | None, list[str]]:

@@ -142,7 +142,8 @@ def time_round(paths: Sequence[str], input_shape: Sequence[int], threads: int, q
 
 def high_water(path: str, input_shape: Sequence[int], threads: int, qengine: str, runs: int) -> int | None:
     """In its own process: the high-water mark (kB) after loading `path` and running it `runs` times (its
-    activations allocated, its runtime's pools started), counted from the process's resident set before loading."""
+    activations allocated, its runtime's pools started), counted from the process's resident set before loading
+    where the kernel lets the mark be restarted (else from the fork)."""
     torch.set_num_threads(threads)
     torch.backends.quantized.engine = qengine
     restart_high_water()
@@ -218,14 +219,26 @@ class HostDevice:
                 samples[i] += values
                 sizes[i].append(len(values))
         busy = other_cpu(start, read_clock())  # cores other processes kept busy meanwhile (rounds are our own)
-        peaks = [in_child(high_water, f, input_shape, self.threads, self.qengine, MEMORY_RUNS) if self.memory
-                 else None for f in files]  # fmt: skip
+        peaks = [self._peak_kb(f, input_shape) for f in files]
         overhead = {s: statistics.median(samples[len(model_paths) + k]) for k, s in enumerate(suffixes)}
         idle_kb = {s: peaks[len(model_paths) + k] for k, s in enumerate(suffixes)}
+        memory = [net_mb(peaks[i], idle_kb[Path(p).suffix]) for i, p in enumerate(model_paths)]
+        unread = ["mem_peak_mb: the high-water mark could not be read (see the job log)"] if self.memory else []
         common = {"device": f"host:{platform.machine()}", **this_cpu(), "host_other_cpu": busy, "rounds": self.rounds}
         return [
             {"samples_ms": samples[i], "round_sizes": sizes[i], "call_overhead_ms": overhead[Path(p).suffix], **common,
              "threads": threads[Path(p).suffix], "qengine": self.qengine if Path(p).suffix == ".ptl" else None,
-             "mem_peak_mb": net_mb(peaks[i], idle_kb[Path(p).suffix])}
+             "mem_peak_mb": memory[i], "notes": unread if memory[i] is None else []}
             for i, p in enumerate(model_paths)
         ]  # fmt: skip
+
+    def _peak_kb(self, path: str, input_shape: Sequence[int]) -> int | None:
+        """The high-water mark of a process that loaded and ran `path` alone; None when memory is off or the process
+        failed (the timings stand: the row keeps them)."""
+        if not self.memory:
+            return None
+        try:
+            return in_child(high_water, path, input_shape, self.threads, self.qengine, MEMORY_RUNS)
+        except DeviceError as exc:
+            log.warning("peak memory of %s not measured: %s", Path(path).name, exc)
+            return None

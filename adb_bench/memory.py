@@ -1,6 +1,6 @@
 """Peak memory of a benchmark process: the kernel's high-water mark of its resident set (`VmHWM` in
-/proc/PID/status), read on the host from the timing process itself, on a phone by the session's shell wrapper while
-the binary runs."""
+/proc/PID/status), read on the host by a forked child that loaded and ran the file, on a phone by the session's
+shell wrapper while the binary runs."""
 
 from __future__ import annotations
 
@@ -13,10 +13,9 @@ HIGH_WATER = re.compile(r"^VmHWM:\s*(\d+)\s*kB\s*$", re.MULTILINE)
 
 
 def high_water_kb(status: str) -> int | None:
-    """The `VmHWM` of a /proc/PID/status text (kB), None where the kernel shows none (a kernel thread, a process
-    that has exited, a /proc that hides it)."""
-    found = HIGH_WATER.search(status)
-    return int(found[1]) if found else None
+    """The highest `VmHWM` line of a text (kB): a /proc/PID/status, or the lines a phone's wrapper appended while a
+    run went on. None where there is none (a kernel thread, a process that has exited, a /proc that hides it)."""
+    return max(map(int, HIGH_WATER.findall(status)), default=None)
 
 
 def own_high_water_kb() -> int | None:

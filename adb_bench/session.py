@@ -28,9 +28,10 @@ log = logging.getLogger(__name__)
 # $1 pid file, $2 library dir ('' = none), $3 power file ('' = no sampling), $4 sampling interval,
 # $5 current_now, $6 voltage_now, $7 memory file, then the command. The command's pid goes to the pid file (a
 # timed-out run is killed by it); while it runs, a loop appends `current voltage` lines to the power file (and
-# stops rather than spin where `sleep` takes no fractions), and another keeps the last `VmHWM:` line of the
-# command's /proc/PID/status in the memory file (the high-water mark only grows; a /proc that hides it leaves the
-# file empty).
+# stops rather than spin where `sleep` takes no fractions), and another appends the command's `VmHWM:` from its
+# /proc/PID/status to the memory file whenever it grew, every 0.1 s with the shell's builtins (no process per read:
+# the benchmark's cores stay its own); the kernel's high-water mark only grows, so the last line is the run's peak up
+# to its last 0.1 s. The watcher is stopped when the command ends; a /proc that hides the mark leaves the file empty.
 RUN = """pidfile=$1 libdir=$2 power=$3 every=$4 current=$5 voltage=$6 memory=$7; shift 7
 if [ -n "$libdir" ]; then export LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; fi
 if [ -n "$power" ]; then
@@ -43,14 +44,17 @@ fi
 pid=$!
 echo $pid > "$pidfile"
 : > "$memory"
-while kill -0 $pid 2>/dev/null; do
-  line=$(grep VmHWM /proc/$pid/status 2>/dev/null) && [ -n "$line" ] && echo "$line" > "$memory"
-  sleep 0.02 2>/dev/null || sleep 1
-done &
+while :; do
+  while read -r key kb unit; do
+    if [ "$key" = VmHWM: ] && [ "$kb" != "$last" ]; then echo "VmHWM: $kb kB" >> "$memory"; last=$kb; fi
+  done < /proc/$pid/status
+  sleep 0.1 2>/dev/null || sleep 1
+done 2>/dev/null &
 watcher=$!
 wait $pid
 code=$?
-wait $watcher
+kill $watcher 2>/dev/null
+wait $watcher 2>/dev/null
 if [ -n "$power" ]; then kill "$sampler"; fi
 exit $code"""
 KILL = 'kill -9 "$(cat "$1")"'

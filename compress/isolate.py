@@ -69,7 +69,8 @@ def report_part(name: str) -> None:
         _channel.send(("part", name))
 
 
-def _is_out_of_memory(exc: BaseException) -> bool:
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` says the process ran out of memory (Python's MemoryError or an allocator's message)."""
     return isinstance(exc, MemoryError) or any(text in str(exc).lower() for text in OUT_OF_MEMORY)
 
 
@@ -102,7 +103,7 @@ def _child(work: Callable[[], None], limits: Limits, channel: Connection) -> Non
         work()
         channel.send(("ok", None))
     except BaseException as exc:  # noqa: BLE001 — everything goes back to the parent as one message
-        kind = "oom" if _is_out_of_memory(exc) else "user" if isinstance(exc, UserError) else "error"
+        kind = "oom" if is_out_of_memory(exc) else "user" if isinstance(exc, UserError) else "error"
         trace_log.debug("stage failed in its child process:\n%s", traceback.format_exc())
         channel.send((kind, (type(exc).__name__, str(exc))))
 

@@ -22,7 +22,9 @@ SENSE = {
 }  # fmt: skip
 
 
-BUDGETS = ("max_latency_ms", "max_size_kb", "max_memory_mb")
+# search.<budget>: the column it limits and that column's unit per budget unit
+BUDGETS = {"max_latency_ms": ("latency_ms_p50", 1.0), "max_size_kb": ("size_bytes", 1024.0),
+           "max_memory_mb": ("mem_peak_mb", 1.0)}  # fmt: skip
 
 
 def register_resolver() -> None:
@@ -41,6 +43,7 @@ def directions(objectives: Sequence[str]) -> list[str]:
 
 
 def _measured(row: dict, column: str) -> float:
+    """The row's number in `column`; infinity where its device did not measure it (missing, None or NaN)."""
     value = row.get(column)
     return math.inf if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
@@ -48,9 +51,8 @@ def _measured(row: dict, column: str) -> float:
 def overshoot(search: DictConfig, row: dict) -> float:
     """How far a row is over the budget (latency, file size and/or peak memory): 0 within it, else the worst excess
     ratio. A row whose device did not measure a budgeted column is over that budget (it cannot show it is within)."""
-    limits = [("latency_ms_p50", search.max_latency_ms, 1.0), ("size_bytes", search.max_size_kb, 1024.0),
-              ("mem_peak_mb", search.max_memory_mb, 1.0)]  # fmt: skip
-    ratios = [_measured(row, col) / (limit * unit) for col, limit, unit in limits if limit is not None]
+    limits = {b: search.get(b) for b in BUDGETS}
+    ratios = [_measured(row, col) / (limits[b] * unit) for b, (col, unit) in BUDGETS.items() if limits[b] is not None]
     return max([0.0, *(r - 1 for r in ratios)])
 
 
@@ -58,22 +60,30 @@ def trial_values(search: DictConfig, row: dict) -> float | list[float] | None:
     """What the trial returns: the objective columns of an ok row (a float for one objective, as Optuna's
     sweeper expects); None for a failed one (Optuna marks the trial failed and the study goes on). A row over the
     budget is dominated by every row within it: its objectives become the worst possible, its accuracy minus the
-    excess."""
+    excess. An objective its device did not measure (peak memory off or hidden, planned memory of a .ptl) is the
+    worst possible."""
     if row.get("status") != "ok":
         return None
     excess = overshoot(search, row)
-    worst = {"maximize": -math.inf, "minimize": math.inf}
-    values = [
-        float(row[o]) if excess == 0 else -excess if o.startswith("acc") else worst[SENSE[o]] for o in search.objectives
-    ]
+    values = [_objective(row, o, excess) for o in search.objectives]
     return values[0] if len(values) == 1 else values
+
+
+def _objective(row: dict, column: str, excess: float) -> float:
+    worst = -math.inf if SENSE[column] == "maximize" else math.inf
+    if excess:
+        return -excess if column.startswith("acc") else worst
+    value = _measured(row, column)
+    return worst if math.isinf(value) else value
 
 
 def answer(search: DictConfig, table: pd.DataFrame) -> str:
     """The study's answer: the most accurate ok row within the budget, or the Pareto set of the objectives."""
     ok = table[table["status"] == "ok"]
-    shown = ["technique", "ratio", *dict.fromkeys([*search.objectives, "acc_top1", "latency_ms_p50", "size_bytes"])]
-    if any(search[b] is not None for b in BUDGETS):
+    budgeted = [col for b, (col, _) in BUDGETS.items() if search.get(b) is not None]
+    wanted = ["technique", "ratio", *search.objectives, "acc_top1", "latency_ms_p50", "size_bytes", *budgeted]
+    shown = [c for c in dict.fromkeys(wanted) if c in table]
+    if any(search.get(b) is not None for b in BUDGETS):
         within = ok[[overshoot(search, r) == 0 for r in ok.to_dict("records")]]
         if within.empty:
             return "no variant within the budget (search.max_latency_ms / search.max_size_kb / search.max_memory_mb)"

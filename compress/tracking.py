@@ -140,8 +140,10 @@ class MlflowTracker:
             return
         run_id = parent.info.run_id
         for path in sorted(sweep_dir.iterdir()):
-            if path.suffix in (".csv", ".html", ".md", ".png", ".svg"):
+            if path.suffix in (".csv", ".html", ".md"):
                 self.client.log_artifact(run_id, str(path))
+        if (sweep_dir / "plots").is_dir():  # where report.md links its figures from
+            self.client.log_artifacts(run_id, str(sweep_dir / "plots"), "plots")
         stamp = int(time.time() * 1000)
         self.client.log_batch(run_id, metrics=[Metric("rows", rows, stamp, 0), Metric("failed", failed, stamp, 0)])
         self.client.set_terminated(run_id, "FINISHED")

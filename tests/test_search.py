@@ -69,3 +69,11 @@ def test_peak_memory_is_an_objective_and_a_budget_that_a_row_without_it_cannot_m
     assert best[0] == "best accuracy within the budget:" and "quant_static" in best[2]  # prune_channel is over
     unmeasured = table.drop(columns="mem_peak_mb").to_dict("records")[1]  # a device that measured no memory
     assert trial_values(budget, unmeasured) == -math.inf
+
+
+
+def test_an_objective_the_device_did_not_measure_is_the_worst_not_a_crash():
+    row = ROWS[1] | {"mem_peak_mb": None}  # device.memory=false, or a phone whose /proc hides VmHWM
+    assert trial_values(search("acc_top1", "mem_peak_mb"), row) == [0.97, math.inf]
+    assert trial_values(search("mem_weights_kb", "acc_top1"), ROWS[1]) == [math.inf, 0.97]  # a .ptl row: no column
+    assert trial_values(search("acc_top1"), {"status": "ok"}) == -math.inf

@@ -49,7 +49,10 @@ def test_a_sweep_is_one_parent_run_with_a_child_run_per_row_and_a_rerun_adds_non
     assert children["none"].data.params["ratio"] == "n/a" and children["prune_magnitude"].data.params["ratio"] == "0.5"
     assert children["prune_magnitude"].data.params["technique.steps.prune.scope"] == "layer"  # a knob of the step
     client = MlflowClient(tracking_uri=uri)
-    assert {"summary.csv", "report.html"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"summary.csv", "report.html", "report.md", "plots"} <= artifacts  # plots/: where report.md links them
+    assert any(a.path.endswith(".png") for a in client.list_artifacts(parent.info.run_id, "plots"))
+    assert children["none"].data.metrics["mem_peak_mb"] > 0  # memory is a metric like the others
     assert client.get_run(parent.info.run_id).data.metrics == {"rows": 2.0, "failed": 0.0}
 
     sweep(tmp_path, uri, "again")  # the same variants, all from the cache

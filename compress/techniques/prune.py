@@ -21,6 +21,7 @@ from torch.nn.utils import prune
 from compress.allocation import allocate, allocation_note
 from compress.data import make_loader
 from compress.errors import UserError, cannot
+from compress.isolate import is_out_of_memory
 from compress.techniques.base import Context, Step, choice
 from compress.techniques.groups import prunable_groups, standing_aside
 from compress.techniques.layers import LayerPolicy, left_alone_note
@@ -252,6 +253,8 @@ class ChannelPrune(Step):
                 with standing_aside(pruned):
                     pruner.step()
             except (RuntimeError, IndexError) as exc:  # a structure its dependency graph got wrong
+                if is_out_of_memory(exc):
+                    raise
                 raise _unfollowed(model, exc) from exc
             pruned.zero_grad(set_to_none=True)
         _check_runs(pruned, ctx.example)
@@ -285,6 +288,7 @@ class ChannelPrune(Step):
 
 
 def _unfollowed(model: nn.Module, exc: BaseException) -> UserError:
+    """What a failure inside torch-pruning's step or the pruned forward says to the user."""
     return cannot(model, "channel-pruned", exc, "torch-pruning does not follow some of its blocks (attention "
                   "reshapes, slices of concatenations): leave them alone with technique.steps.prune.skip=[NAME,...], "
                   "or prune weights with technique=prune_magnitude")  # fmt: skip
@@ -297,6 +301,8 @@ def _check_runs(model: nn.Module, example: torch.Tensor) -> None:
         with torch.no_grad():
             model.eval()(example)
     except RuntimeError as exc:
+        if is_out_of_memory(exc):
+            raise
         raise _unfollowed(model, exc) from exc
     finally:
         model.train(training)

@@ -58,7 +58,9 @@ def attached_phone(server: AdbServer, root: Path, **options) -> Iterator[Emulate
     """An emulated phone, `adb connect`ed; disconnected and stopped afterwards. Its runs fork the shared zygote
     unless `zygote=None`: then each stand-in loads torch and runs the file in its own process, so its
     /proc/PID/status holds the file's memory (with the zygote, the work is in the zygote's fork)."""
-    phone = EmulatedPhone(root, **{"zygote": zygote()} | options).start()
+    if "zygote" not in options:
+        options["zygote"] = zygote()
+    phone = EmulatedPhone(root, **options).start()
     try:
         server.connect(phone.serial, "device" if options.get("authorized", True) else "unauthorized")
         yield phone
