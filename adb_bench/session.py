@@ -108,7 +108,7 @@ class RunSettings:
 @dataclass
 class FileRuns:
     """What one file got in a session: latencies (µs) of every run and how many each run gave, their source, the
-    power sample lines, the peak memory of its runs."""
+    power sample lines, the peak memory of its runs (both read once, after the session's runs)."""
 
     samples_us: list[float] = field(default_factory=list)
     round_sizes: list[int] = field(default_factory=list)  # samples of each run, in the order they ran
@@ -116,6 +116,7 @@ class FileRuns:
     power_files: list[str] = field(default_factory=list)
     power_text: str = ""
     threads: int | None = None  # what the binary said it ran on, None when it says nothing
+    memory_files: list[str] = field(default_factory=list)  # the VmHWM lines of each run
     peak_kb: int | None = None  # the highest VmHWM of its runs, None where the phone's /proc showed none
 
     @property
@@ -174,48 +175,52 @@ class Session:
             shares = iteration_shares(self.runs.iters, self.runs.rounds)
             for r, i in run_order(len(files), self.runs.rounds):
                 power = f"{run_dir}/{i}-{r}.power" if energy else ""
-                self._time(runs[i], (remotes[i], files[i][1]), input_shape, shares[r], run_dir, power, energy)
-            for file_runs in runs if energy else []:
-                file_runs.power_text = self.adb.check(["cat", *file_runs.power_files])
+                self._time(runs[i], (remotes[i], files[i][1]), input_shape, shares[r], run_dir, power, energy,
+                           f"{run_dir}/{i}-{r}.memory")  # fmt: skip
+            for file_runs in runs:
+                file_runs.peak_kb = high_water_kb(self.adb.check(["cat", *file_runs.memory_files]))
+                if energy:
+                    file_runs.power_text = self.adb.check(["cat", *file_runs.power_files])
             return runs, idle
         finally:
             if self.cleanup:
                 self._remove(run_dir)
 
     def _time(self, runs: FileRuns, file: tuple[str, Binary], input_shape: Sequence[int], iters: int, run_dir: str,
-              power: str, energy: EnergySettings | None) -> None:  # fmt: skip
-        """One run of the file's binary on it (its remote path): its latencies (and power file) added to `runs`."""
+              power: str, energy: EnergySettings | None, memory: str) -> None:  # fmt: skip
+        """One run of the file's binary on it (its remote path): its latencies (and power and memory files) added to
+        `runs`."""
         model, binary = file
         runner, remote = binary.runner, self.remote(binary.local)
         pinned = ["taskset", self.runs.taskset] if self.runs.taskset else []
         if runner.logcat:
             self.adb.check(["logcat", "-c"])
         result = self._run(run_dir, [*pinned, remote, *runner.flags(model, input_shape, self.runs.warmup, iters)],
-                           power, energy)  # fmt: skip
+                           power, energy, memory)  # fmt: skip
         logged = self.adb.check(["sh", "-c", LOGCAT, "sh", f"{run_dir}/pid", runner.logcat]) if runner.logcat else ""
-        peak = high_water_kb(self.adb.check(["cat", f"{run_dir}/memory"]))
-        runs.peak_kb = max(filter(None, [runs.peak_kb, peak]), default=None)
         timings = runner.timings(Run(result, logged, remote, self.remote_dir, self.runs.warmup))
         runs.samples_us += timings.samples_us
         runs.round_sizes.append(len(timings.samples_us))
         runs.sources.add(timings.source)
         runs.threads = timings.threads
         runs.power_files += [power] if power else []
+        runs.memory_files.append(memory)
 
     def _idle_power(self, run_dir: str, energy: EnergySettings) -> str:
         """Power sample lines of `energy.idle_s` seconds of the phone doing nothing (the baseline)."""
         power = f"{run_dir}/idle.power"
-        self._run(run_dir, ["sleep", f"{energy.idle_s:g}"], power, energy)
+        self._run(run_dir, ["sleep", f"{energy.idle_s:g}"], power, energy, f"{run_dir}/idle.memory")
         return self.adb.check(["cat", power])
 
-    def _run(self, run_dir: str, command: list[str], power: str, energy: EnergySettings | None) -> ShellResult:
+    def _run(self, run_dir: str, command: list[str], power: str, energy: EnergySettings | None, memory: str
+             ) -> ShellResult:  # fmt: skip
         """One command under the RUN wrapper; a run over device.timeout_s is killed and raises DeviceError."""
         pidfile = f"{run_dir}/pid"
         libdir = self.remote_dir if self.libs else ""
         probe = [f"{energy.interval_s:g}", *energy.paths] if energy and power else ["", "", ""]
         try:
-            return self.adb.shell(["sh", "-c", RUN, "sh", pidfile, libdir, power, *probe, f"{run_dir}/memory",
-                                   *command], timeout=self.runs.timeout_s)  # fmt: skip
+            return self.adb.shell(["sh", "-c", RUN, "sh", pidfile, libdir, power, *probe, memory, *command],
+                                  timeout=self.runs.timeout_s)  # fmt: skip
         except CommandTimeout as exc:
             self._kill(pidfile)
             raise DeviceError(

@@ -110,7 +110,7 @@ def budget_lines(rows: pd.DataFrame) -> list[str]:
             lines.append(
                 head + f"{_variant(best)}: gzip {shown['size_gzip_bytes']} (file {shown['size_bytes']}), "
                 f"p50 {shown['latency_ms_p50']} ms, speedup {shown.get('speedup_x', '')}×, "
-                + (f"peak memory {shown['mem_peak_mb']} MB, " if shown.get("mem_peak_mb") else "") +
+                + (f"peak memory {shown['mem_peak_mb']} MB, " if pd.notna(best.get("mem_peak_mb")) else "") +
                 f"acc {shown['acc_top1']} ({shown['acc_delta']}){flags}"
             )
     return lines

@@ -45,7 +45,7 @@ def directions(objectives: Sequence[str]) -> list[str]:
 def _measured(row: dict, column: str) -> float:
     """The row's number in `column`; infinity where its device did not measure it (missing, None or NaN)."""
     value = row.get(column)
-    return math.inf if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+    return math.inf if pd.isna(value) else float(value)
 
 
 def overshoot(search: DictConfig, row: dict) -> float:
@@ -83,7 +83,7 @@ def answer(search: DictConfig, table: pd.DataFrame) -> str:
     budgeted = [col for b, (col, _) in BUDGETS.items() if search.get(b) is not None]
     wanted = ["technique", "ratio", *search.objectives, "acc_top1", "latency_ms_p50", "size_bytes", *budgeted]
     shown = [c for c in dict.fromkeys(wanted) if c in table]
-    if any(search.get(b) is not None for b in BUDGETS):
+    if budgeted:
         within = ok[[overshoot(search, r) == 0 for r in ok.to_dict("records")]]
         if within.empty:
             return "no variant within the budget (search.max_latency_ms / search.max_size_kb / search.max_memory_mb)"

@@ -66,7 +66,7 @@ def test_on_the_host_a_larger_model_holds_clearly_more_memory(files, fmt):
 
 
 def test_a_pte_plans_its_inputs_and_outputs_and_holds_its_weights(files):
-    small, large = planned_memory(files["small", "pte"]), planned_memory(files["large", "pte"])
+    small, large = (planned_memory(files[n, "pte"].read_bytes()) for n in ("small", "large"))
     assert large["mem_planned_kb"] == pytest.approx(4 * small["mem_planned_kb"], rel=0.05)  # 4× the input's pixels
     weights = {n: sum(p.numel() for p in net(SIZES[n][0]).parameters()) * 4 / 1024 for n in SIZES}  # fp32, KB
     assert small["mem_weights_kb"] == pytest.approx(weights["small"], rel=0.02)

@@ -48,13 +48,13 @@ def kernel_ops(program: Program) -> list[str]:
     return sorted({f"{op.name}.{op.overload}" if op.overload else op.name for op in operators})
 
 
-def planned_memory(path: Path) -> dict:
-    """What the program plans before it runs, read from the file (ExecuTorch's Python runtime does not expose its
+def planned_memory(program: bytes) -> dict:
+    """What a serialized program plans before it runs (ExecuTorch's Python runtime does not expose its
     method metadata's buffer sizes): `mem_planned_kb`, the memory-planned buffers of `forward` (its inputs, outputs
     and the activations between operators outside a delegate; XNNPACK sizes its own workspace at run time), and
     `mem_weights_kb`, the constant data (the program's constant buffers and the named data XNNPACK reads its
     weights from)."""
-    pte = deserialize_pte_binary(Path(path).read_bytes())
+    pte = deserialize_pte_binary(program)
     plan = next(p for p in pte.program.execution_plan if p.name == "forward")
     constants = sum(len(buffer.storage) for buffer in pte.program.constant_buffer)
     named = sum(map(len, pte.named_data.buffers)) if pte.named_data else 0
@@ -77,7 +77,7 @@ def export_pte(model: nn.Module, example: torch.Tensor, path: Path, delegate: st
                         f"({', '.join(missing)}); replace the layers that use them or use export=ptl")  # fmt: skip
     atomic_write(Path(path), lambda tmp: Path(tmp).write_bytes(lowered.buffer))
     note = f"on portable kernels (XNNPACK did not take them): {', '.join(ops)}" if ops and partitioners else ""
-    return {"format": "pte", "delegate": delegate, "export_note": note} | planned_memory(path)
+    return {"format": "pte", "delegate": delegate, "export_note": note} | planned_memory(lowered.buffer)
 
 
 def use_threads(threads: int) -> None:
