@@ -1,5 +1,6 @@
 """The `adb` device: times exported files on an attached Android phone (or a pool of phones), each with the binary
-of its format (.ptl: speed_benchmark_torch, .pte: ExecuTorch's executor_runner), interleaved in one session, and
+of its format (.ptl: speed_benchmark_torch, .pte: ExecuTorch's executor_runner, .tflite: LiteRT's benchmark_model),
+interleaved in one session, and
 measures energy per inference when on battery."""
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from adb_bench.benchmark_model import BUILD_HINT as TFLITE_BUILD_HINT
+from adb_bench.benchmark_model import BenchmarkModel
 from adb_bench.energy import EnergySettings, energy_columns
 from adb_bench.errors import DeviceError, TransientError
 from adb_bench.executor_runner import BUILD_HINT as ET_BUILD_HINT
@@ -28,10 +31,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 ROW_FINGERPRINT = ("device_serial", "device_model", "device_soc", "device_board", "device_abi", "android")
 # the file suffix a binary times → the device setting that names it, how to build it
-SETTINGS = {".ptl": ("binary", BUILD_HINT), ".pte": ("et_runner", ET_BUILD_HINT)}
-NO_BINARY = ("device.binary and device.et_runner are not set: point device.binary at speed_benchmark_torch (.ptl "
-             "files) or device.et_runner at executor_runner (.pte files), built for the phone (README: Benchmark on "
-             "your phone)")  # fmt: skip
+SETTINGS = {".ptl": ("binary", BUILD_HINT), ".pte": ("et_runner", ET_BUILD_HINT),
+            ".tflite": ("tflite_runner", TFLITE_BUILD_HINT)}  # fmt: skip
+NO_BINARY = ("device.binary, device.et_runner and device.tflite_runner are not set: point device.binary at "
+             "speed_benchmark_torch (.ptl files), device.et_runner at executor_runner (.pte files) or "
+             "device.tflite_runner at LiteRT's benchmark_model (.tflite files), built for the phone (README: Benchmark "
+             "on your phone)")  # fmt: skip
 
 
 def unset_binary(suffix: str, runner: Runner) -> DeviceError:
@@ -83,14 +88,15 @@ class AdbDevice:
 
     exclusive_host = False  # the phone has its own lock; the host may keep working while it runs
 
-    def __init__(self, binary: str | None = None, et_runner: str | None = None, threads: int | None = None,
+    def __init__(self, binary: str | None = None, et_runner: str | None = None, tflite_runner: str | None = None,
+                 tflite_args: Sequence[str] = (), threads: int | None = None,
                  adb: str = "adb", serial: str | Sequence[str] | None = None,
                  server_host: str | None = None, server_port: int | None = None,
                  remote_dir: str = "/data/local/tmp/pocketbench", warmup: int = 10, iters: int = 50, rounds: int = 5,
                  input_type: str = "float", taskset: str | None = None, extra_args: Sequence[str] = (),
                  push_libs: Sequence[str] = (), timeout_s: float = 300.0, retries: int = 2, retry_wait_s: float = 2.0,
                  cleanup: bool = True, cooldown: dict | None = None, energy: dict | None = None,
-                 lock_dir: str | None = None, qengine: str = "qnnpack"):  # fmt: skip
+                 lock_dir: str | None = None, qengine: str = "qnnpack", profile: bool = False):  # fmt: skip
         if not 1 <= rounds <= iters:
             raise DeviceError(f"device.rounds={rounds} must be between 1 and device.iters={iters}")
         if taskset is not None and not re.fullmatch(r"(0x)?[0-9a-fA-F]+", str(taskset)):
@@ -105,10 +111,11 @@ class AdbDevice:
         self.runners: dict[str, tuple[str | None, Runner]] = {  # file suffix → (the binary's path, its runner)
             ".ptl": (binary, SpeedBenchmarkTorch(input_type, list(extra_args))),
             ".pte": (et_runner, ExecutorRunner(threads)),
+            ".tflite": (tflite_runner, BenchmarkModel(threads, list(tflite_args))),
         }
         self.energy = EnergySettings(**(energy or {}))
         self.adb_options = {"exe": adb, "host": server_host, "port": server_port}
-        self.remote_dir, self.cleanup = remote_dir, cleanup
+        self.remote_dir, self.cleanup, self.profiling = remote_dir, cleanup, profile
         self._identity: dict | None = None
 
     def attach(self) -> None:
@@ -132,6 +139,9 @@ class AdbDevice:
                 "extra_args": list(sbt.extra_args), "threads": self.threads, "qengine": self.qengine,
                 "energy": vars(self.energy), "memory": "VmHWM",
             }  # fmt: skip
+            if ".tflite" in sha:  # only then: the identity of phones without it stays what it was
+                tflite = self.runners[".tflite"][1]
+                settings |= {"tflite_runner_sha256": sha[".tflite"], "tflite_args": list(tflite.extra_args)}
             members = [self.phones[s].fingerprint for s in sorted(self.phones)]
             names = sorted({p.name for p in self.phones.values()})
             who = members[0] if len(members) == 1 else {"pool": members}
@@ -158,11 +168,22 @@ class AdbDevice:
             waited = self._cool_down(phone.adb)
             return self._retrying(phone.adb, lambda: self._session(phone, files, input_shape, waited))
 
+    def profile(self, model_paths: Sequence[str], input_shape: Sequence[int], folder: Path) -> list[dict]:
+        """Each file run once more on a free phone with its binary's event tracer on, the dump pulled into `folder`:
+        {"etdump": path, "skip": warmup} or {"error": why} per file (Session.trace)."""
+        self.attach()
+        files = [(path, self._binary_for(path)) for path in model_paths]
+        with free_phone(self.lock_dir, list(self.phones)) as serial:
+            phone = self.phones[serial]
+            session = Session(phone.adb, self.libs, self.remote_dir, self.runs, self.cleanup)
+            session.install([binary for _, binary in files])
+            return self._retrying(phone.adb, lambda: session.trace(files, input_shape, folder))
+
     def _binary_for(self, path: str) -> Binary:
         """The binary that times this file, by its suffix; one line when there is none or it is not configured."""
         suffix = Path(path).suffix
         if suffix not in self.runners:
-            raise DeviceError(f"device=adb times .ptl and .pte files, not {Path(path).name!r}")
+            raise DeviceError(f"device=adb times .ptl, .pte and .tflite files, not {Path(path).name!r}")
         if suffix not in self.binaries:
             raise unset_binary(suffix, self.runners[suffix][1])
         return self.binaries[suffix]

@@ -18,8 +18,14 @@ from adb_bench.errors import DeviceError
 from adb_bench.parse import Timings, log_messages, parse_executor_runner
 from adb_bench.session import Run
 
-BUILD_HINT = ("build it with the NDK from the ExecuTorch release that matches pip show executorch (README: Benchmark "
-              "on your phone)")
+BUILD_HINT = (
+    "build it with the NDK from the ExecuTorch release that matches pip show executorch (README: Benchmark "
+    "on your phone)"
+)
+TRACER_HINT = (
+    "it was built without the event tracer; build one with -DEXECUTORCH_ENABLE_EVENT_TRACER=ON and "
+    "-DEXECUTORCH_BUILD_DEVTOOLS=ON (README: Per-layer profile)"
+)
 UNKNOWN_FLAG = re.compile(r"ERROR: unknown command line flag '([^']+)'")
 # a failed ET_CHECK (logged at level F, then abort) and the runner's own complaint about the program file
 CHECK_FAILED = re.compile(r"^In function \w+\(\), assert failed \(.*?\): (.*)$")
@@ -51,6 +57,11 @@ class ExecutorRunner:
         return [f"--model_path={model}", f"--num_executions={warmup + iters}", f"--cpu_threads={threads}",
                 "--print_output=none"]  # fmt: skip
 
+    def trace_flags(self, dump: str) -> list[str]:
+        """`--etdump_path`: a runner built with the event tracer (EXECUTORCH_ENABLE_EVENT_TRACER) writes every
+        execution's operator times there after its last one."""
+        return [f"--etdump_path={dump}"]
+
     def timings(self, run: Run) -> Timings:
         """The timed iterations of one run and its pool size; a run that failed raises DeviceError with its cause."""
         if run.result.code != 0:
@@ -80,7 +91,7 @@ def failure(run: Run) -> str:
     if refused:
         return refused
     if flag := UNKNOWN_FLAG.search(text):
-        return f"{name} has no flag --{flag[1]}: {BUILD_HINT}"
+        return f"{name} has no flag --{flag[1]}: {TRACER_HINT if flag[1] == 'etdump_path' else BUILD_HINT}"
     said = runtime_error(lines)
     if said:
         return with_hint(f"{name} stopped: {said}", HINTS, said)

@@ -1,7 +1,7 @@
 """The `host` device: time exported files on this machine with the runtime of their format (.ptl: the lite
-interpreter; .pte: ExecuTorch's runtime), like a phone session: rounds, each a fresh process timing the files
-interleaved, with a no-op program of each runtime timed beside them (the binding's cost per call); then each file's
-peak memory, in a process of its own, net of the no-op program's."""
+interpreter; .pte: ExecuTorch's runtime; .tflite: LiteRT's interpreter), like a phone session: rounds, each a fresh
+process timing the files interleaved, with a no-op program of each runtime timed beside them (the binding's cost per
+call); then each file's peak memory, in a process of its own, net of the no-op program's."""
 
 from __future__ import annotations
 
@@ -27,6 +27,10 @@ from adb_bench.memory import own_high_water_kb, restart_high_water
 from adb_bench.session import iteration_shares, run_order
 
 log = logging.getLogger(__name__)
+NO_PROFILER = {  # why a format has no per-operator profile here
+    ".ptl": "the lite interpreter has no operator profiler",
+    ".tflite": "LiteRT's op profiler (benchmark_model --enable_op_profiling) is not read",
+}
 BLOCK = 20  # timed runs of one file before the session switches to the next: conditions are shared, caches warm
 MEMORY_RUNS = 3  # forwards before the high-water mark is read: activations allocated, pools started, caches filled
 
@@ -39,17 +43,56 @@ def load_lite(path: str) -> Callable[[torch.Tensor], object]:
 
 def load_executorch(path: str) -> Callable[[torch.Tensor], object]:
     """The ExecuTorch runtime's forward method, its thread pool (XNNPACK's) sized like torch's (the device's)."""
-    from executorch.extension.pybindings import portable_lib
     from executorch.runtime import Runtime
 
-    if portable_lib._threadpool_get_thread_count() != torch.get_num_threads():
-        portable_lib._unsafe_reset_threadpool(torch.get_num_threads())
+    size_executorch_pool()
     program = Runtime.get().load_program(path)
     method = program.load_method("forward")
     return lambda x, program=program: method.execute([x])  # the method needs its program alive
 
 
-LOADERS: dict[str, Callable[[str], Callable[[torch.Tensor], object]]] = {".ptl": load_lite, ".pte": load_executorch}
+def size_executorch_pool() -> None:
+    """ExecuTorch's thread pool (XNNPACK's) sized like torch's (the device's threads)."""
+    from executorch.extension.pybindings import portable_lib
+
+    if portable_lib._threadpool_get_thread_count() != torch.get_num_threads():
+        portable_lib._unsafe_reset_threadpool(torch.get_num_threads())
+
+
+def load_litert(path: str) -> Callable[[torch.Tensor], object]:
+    """LiteRT's interpreter (XNNPACK, its default delegate) on torch's thread count (the device's). An input is
+    converted to the file's type once (an int8 file's scale and zero point), as benchmark_model feeds it its own."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=path, num_threads=torch.get_num_threads())
+    interpreter.allocate_tensors()
+    (into,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    last: list = [None, None]  # the last input tensor and its array in the file's type
+
+    def forward(x: torch.Tensor) -> object:
+        if last[0] is not x:
+            last[:] = x, litert_input(x, into)
+        interpreter.set_tensor(into["index"], last[1])
+        interpreter.invoke()
+        return interpreter.get_tensor(out["index"])
+
+    return forward
+
+
+def litert_input(x: torch.Tensor, detail: dict) -> object:
+    """`x` as the array a LiteRT input of `detail` takes: quantized with its scale and zero point when integer."""
+    import numpy as np
+
+    if detail["dtype"] == np.float32:
+        return x.numpy()
+    scale, zero = detail["quantization"]
+    info = np.iinfo(detail["dtype"])
+    return np.clip(np.round(x.numpy() / scale) + zero, info.min, info.max).astype(detail["dtype"])
+
+
+LOADERS: dict[str, Callable[[str], Callable[[torch.Tensor], object]]] = {
+    ".ptl": load_lite, ".pte": load_executorch, ".tflite": load_litert,
+}  # fmt: skip
 
 
 class NoOp(nn.Module):
@@ -61,13 +104,18 @@ class NoOp(nn.Module):
 
 def write_noop(suffix: str, input_shape: Sequence[int], path: Path) -> None:
     """The no-op program of a format's runtime: scripted for the lite interpreter, exported on portable kernels for
-    ExecuTorch."""
+    ExecuTorch, converted by litert-torch for LiteRT."""
     example = torch.zeros(*input_shape)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     if suffix == ".ptl":
         with warnings.catch_warnings():  # the lite interpreter's deprecation: said once, by the export of .ptl files
             warnings.simplefilter("ignore", FutureWarning)
             torch.jit.script(NoOp())._save_for_lite_interpreter(str(tmp))
+    elif suffix == ".tflite":
+        import litert_torch
+
+        litert_torch.config.show_progress = False
+        litert_torch.convert(NoOp().eval(), (example,)).export(str(tmp))
     else:
         from executorch.exir import to_edge
 
@@ -80,7 +128,8 @@ def noop_file(suffix: str, input_shape: Sequence[int]) -> Path:
     version)."""
     from importlib.metadata import version
 
-    runtime = version("executorch") if suffix == ".pte" else ""  # the lite interpreter is torch's
+    runtimes = {".pte": ("executorch",), ".tflite": ("litert-torch", "ai-edge-litert")}  # the lite interpreter: torch
+    runtime = " ".join(version(package) for package in runtimes.get(suffix, ()))
     key = hashlib.sha256(f"{suffix} {runtime} {torch.__version__} {list(input_shape)}".encode()).hexdigest()[:16]
     path = Path(tempfile.gettempdir()) / "pocketbench-noop" / f"{key}{suffix}"
     if not path.exists():
@@ -119,7 +168,8 @@ def time_round(paths: Sequence[str], input_shape: Sequence[int], threads: int, q
                iters: int, min_time_s: float) -> tuple[list[list[float]], dict[str, int]]:  # fmt: skip
     """One round (in its own process): load every file, `warmup` untimed forwards of each, then timed blocks of
     BLOCK runs of each file in turn until every file has `iters` runs and `min_time_s` have passed. Returns the
-    samples and the threads each runtime ran on (torch's for .ptl, ExecuTorch's pool for .pte)."""
+    samples and the threads each runtime ran on (torch's for .ptl, ExecuTorch's pool for .pte, the interpreter's
+    num_threads for .tflite)."""
     torch.set_num_threads(threads)
     torch.backends.quantized.engine = qengine  # time quantized models under their engine
     x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(0))
@@ -155,6 +205,31 @@ def high_water(path: str, input_shape: Sequence[int], threads: int, qengine: str
     return own_high_water_kb()
 
 
+def no_profile(path: str) -> str:
+    """The one line for a file that is not profiled (only .pte files are: ExecuTorch's event tracer)."""
+    why = NO_PROFILER.get(Path(path).suffix, "no profiler")
+    return f"no per-operator profile of {Path(path).suffix} files: {why} (README: Per-layer profile)"
+
+
+def traced_round(paths: Sequence[str], dumps: Sequence[str], input_shape: Sequence[int], threads: int, runs: int
+                 ) -> None:  # fmt: skip
+    """In its own process: every .pte loaded by ExecuTorch's runtime with its event tracer on (ETDump), `runs`
+    forwards of each in blocks of BLOCK, the files in turn; each file's dump written to its path in `dumps`."""
+    from executorch.runtime import Runtime
+
+    torch.set_num_threads(threads)
+    size_executorch_pool()
+    programs = [Runtime.get().load_program(p, enable_etdump=True) for p in paths]
+    methods = [program.load_method("forward") for program in programs]
+    x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(0))
+    for done in range(0, runs, BLOCK):
+        for method in methods:
+            for _ in range(min(BLOCK, runs - done)):
+                method.execute([x])
+    for program, dump in zip(programs, dumps, strict=True):
+        program.write_etdump_result_to_file(dump, f"{dump}.debug")  # no debug buffer: nothing is written there
+
+
 def net_mb(peak_kb: int | None, idle_kb: int | None) -> float | None:
     """A file's peak memory net of its runtime's (MB), None where either could not be read."""
     return None if peak_kb is None or idle_kb is None else max(peak_kb - idle_kb, 0) / 1024
@@ -183,11 +258,12 @@ class HostDevice:
     exclusive_host = True
 
     def __init__(self, threads: int = 1, warmup: int = 100, iters: int = 300, rounds: int = 5,
-                 min_time_s: float = 1.0, qengine: str = "x86", memory: bool = True):  # fmt: skip
+                 min_time_s: float = 1.0, qengine: str = "x86", memory: bool = True, profile: bool = False
+                 ):  # fmt: skip
         if not 1 <= rounds <= max(iters, 1):
             raise DeviceError(f"device.rounds={rounds} must be between 1 and device.iters={iters}")
         self.threads, self.warmup, self.iters, self.rounds, self.qengine = threads, warmup, iters, rounds, qengine
-        self.min_time_s, self.memory = min_time_s, memory
+        self.min_time_s, self.memory, self.profiling = min_time_s, memory, profile
 
     def attach(self) -> None:
         """The host is always there."""
@@ -231,6 +307,17 @@ class HostDevice:
              "mem_peak_mb": memory[i], "notes": unread if memory[i] is None else []}
             for i, p in enumerate(model_paths)
         ]  # fmt: skip
+
+    def profile(self, model_paths: Sequence[str], input_shape: Sequence[int], folder: Path) -> list[dict]:
+        """Each .pte's ETDump of `warmup` + `iters` traced runs in one process forked from this one (the files in
+        turn), written to `folder`: {"etdump": path, "skip": warmup} per file, {"error": ...} for a file there is
+        none of."""
+        pte = [p for p in model_paths if Path(p).suffix == ".pte"]
+        dumps = {p: str(Path(folder) / f"{i}.etdp") for i, p in enumerate(pte)}
+        if pte:
+            in_child(traced_round, pte, list(dumps.values()), input_shape, self.threads, self.warmup + self.iters)
+        return [{"etdump": dumps[p], "skip": self.warmup} if p in dumps else {"error": no_profile(p)}
+                for p in model_paths]  # fmt: skip
 
     def _peak_kb(self, path: str, input_shape: Sequence[int]) -> int | None:
         """The high-water mark of a process that loaded and ran `path` alone; None when memory is off or the process

@@ -1,5 +1,6 @@
-"""Pure parsers of what the benchmark binaries print or log → per-iteration latencies in microseconds:
-speed_benchmark_torch's stdout, executor_runner's log (logcat lines on Android, prefixed stderr lines on a host)."""
+"""Pure parsers of what the benchmark binaries print or log → latencies in microseconds: speed_benchmark_torch's
+stdout, executor_runner's log (logcat lines on Android, prefixed stderr lines on a host), one per iteration; LiteRT's
+benchmark_model stdout, one per run (it prints only statistics of its runs)."""
 
 from __future__ import annotations
 
@@ -117,3 +118,49 @@ def parse_executor_runner(messages: list[str], warmup: int) -> Timings:
             "(its buffer overflowed): enlarge it with adb logcat -G 16M or lower device.iters"
         )
     return Timings(timed, "log", pool_size(messages))
+
+
+# LiteRT's benchmark_model (tflite/tools/benchmark): TFLITE_LOG(INFO) lines on stdout, `INFO: ` first (logcat tag tflite
+# holds the same messages without it). Its runs' statistics: `count=N first=F curr=C min=A max=B avg=M std=S`, or
+# `count=N curr=C` when all were the same (`(all same)` after C when N > 1), newer builds add ` p5=.. median=.. p95=..`
+# (tsl::Stat / StatWithPercentiles::OutputToStream); one line for the warm-up runs, then one for the timed runs.
+TFLITE_STATS = re.compile(r"^(?:INFO: )?count=(\d+)(?:(?: first=\S+)? curr=([-+.\deE]+)(?:\(all same\))?"
+                          r"(?: min=\S+ max=\S+ avg=(\S+) std=\S+)?)?(?: p5=.*)?$", re.MULTILINE)  # fmt: skip
+TFLITE_TIMINGS = re.compile(r"Inference timings in us: Init: \S+, First inference: \S+, Warmup \(avg\): \S+, "
+                            r"Inference \(avg\): ([-+.\w]+)")  # fmt: skip
+TFLITE_OLD_TIMINGS = re.compile(r"Average inference timings in us: Warmup: \S+, Init: \S+, Inference: ([-+.\w]+)")
+TFLITE_THREADS = re.compile(r"^(?:INFO: )?Num threads: \[(-?\d+)\]$", re.MULTILINE)
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def benchmark_model_threads(text: str) -> int | None:
+    """The `--num_threads` benchmark_model says it ran with (`Num threads: [N]`, printed when the flag is given);
+    None when it printed none or -1 (the runtime's own choice)."""
+    found = [int(m[1]) for m in TFLITE_THREADS.finditer(text)]
+    return found[-1] if found and found[-1] > 0 else None
+
+
+def parse_benchmark_model(text: str) -> Timings:
+    """One sample per run: the mean of its timed runs in µs (`Inference (avg)` of `Inference timings in us`, else
+    the avg — or curr when all were the same — of its last `count=` line); GarbledOutput when there is none or the
+    run timed nothing (count=0)."""
+    stats = list(TFLITE_STATS.finditer(text))
+    timed = stats[-1] if stats else None
+    if timed and int(timed[1]) == 0:
+        raise GarbledOutput("benchmark_model ran no timed run (count=0): set device.iters to at least device.rounds, "
+                            "and no --dry_run or --num_runs in device.tflite_args")  # fmt: skip
+    summary = TFLITE_TIMINGS.search(text) or TFLITE_OLD_TIMINGS.search(text)
+    mean = _number(summary[1]) if summary else None
+    if mean is None and timed:
+        mean = _number(timed[3] or timed[2])
+    if mean is None or not math.isfinite(mean) or mean < 0:
+        last = last_line(text, "<no output>")
+        raise GarbledOutput(f"no latency in benchmark_model output (no 'Inference timings in us' line, no count= "
+                            f"line): {last}")  # fmt: skip
+    return Timings([mean], "summary", benchmark_model_threads(text))

@@ -85,6 +85,8 @@ class Runner(Protocol):
 
     def timings(self, run: Run) -> Timings: ...
 
+    def trace_flags(self, dump: str) -> list[str] | None: ...  # a run that writes its operators' times to `dump`
+
 
 @dataclass(frozen=True)
 class Binary:
@@ -185,6 +187,38 @@ class Session:
         finally:
             if self.cleanup:
                 self._remove(run_dir)
+
+    def trace(self, files: Sequence[tuple[str, Binary]], input_shape: Sequence[int], folder: Path) -> list[dict]:
+        """One run of each file with its binary's event tracer on (`warmup` + `iters` executions), the dump pulled
+        into `folder`: {"etdump": path, "skip": warmup} per file, or {"error": why} for a file whose binary traces
+        nothing or whose run failed (the other files go on). The run dir is removed after."""
+        run_dir = f"{self.remote_dir}/trace-{uuid.uuid4().hex[:12]}"
+        self.adb.check(["mkdir", "-p", run_dir])
+        try:
+            return [self._trace(i, file, input_shape, run_dir, Path(folder)) for i, file in enumerate(files)]
+        finally:
+            if self.cleanup:
+                self._remove(run_dir)
+
+    def _trace(self, i: int, file: tuple[str, Binary], input_shape: Sequence[int], run_dir: str, folder: Path
+               ) -> dict:  # fmt: skip
+        local, binary = file
+        runner, model, dump = binary.runner, f"{run_dir}/{i}-{Path(local).name}", f"{run_dir}/{i}.etdp"
+        tracing = runner.trace_flags(dump)
+        if tracing is None:
+            return {"error": f"{runner.name} has no per-operator profiler (README: Per-layer profile)"}
+        self.adb.push(Path(local), model)
+        if runner.logcat:
+            self.adb.check(["logcat", "-c"])
+        flags = [*runner.flags(model, input_shape, self.runs.warmup, self.runs.iters), *tracing]
+        result = self._run(run_dir, [self.remote(binary.local), *flags], "", None, f"{run_dir}/{i}.memory")
+        logged = self.adb.check(["sh", "-c", LOGCAT, "sh", f"{run_dir}/pid", runner.logcat]) if runner.logcat else ""
+        try:
+            runner.timings(Run(result, logged, self.remote(binary.local), self.remote_dir, self.runs.warmup))
+            self.adb.pull(dump, folder / f"{i}.etdp")
+        except DeviceError as exc:
+            return {"error": str(exc)}
+        return {"etdump": str(folder / f"{i}.etdp"), "skip": self.runs.warmup}
 
     def _time(self, runs: FileRuns, file: tuple[str, Binary], input_shape: Sequence[int], iters: int, run_dir: str,
               power: str, energy: EnergySettings | None, memory: str) -> None:  # fmt: skip

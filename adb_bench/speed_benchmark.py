@@ -49,6 +49,9 @@ class SpeedBenchmarkTorch:
     name: str = "speed_benchmark_torch"
     logcat: str | None = None  # it prints its timings on stdout
 
+    def trace_flags(self, dump: str) -> None:
+        """None: the lite interpreter has no per-operator profiler over adb."""
+
     def flags(self, model: str, input_shape: Sequence[int], warmup: int, iters: int) -> list[str]:
         """`--model --input_dims --input_type --warmup --iter --report_pep=true` and device.extra_args."""
         return [

@@ -173,6 +173,10 @@ class Adb:
         if self.remote_sha256(remote) != sha256_of(local):
             raise TransientError(f"push of {local.name} to {remote} did not arrive intact (checksum differs)")
 
+    def pull(self, remote: str, local: Path, timeout: float | None = None) -> None:
+        """`adb pull` of one device file to a local path."""
+        self.run("pull", remote, str(local), timeout=timeout)
+
     def select(self) -> str:
         """The serial to use: the configured one (attached and authorized) or the only attached device."""
         found = dict(self.devices())

@@ -26,8 +26,11 @@ def build(node: DictConfig | dict, **kwargs: Any) -> Any:
     try:
         return instantiate(spec, **kwargs, _convert_="all")
     except InstantiationException as exc:  # Hydra wraps what the target raised: the row says that, in one line
-        if exc.__cause__ is not None:
-            raise exc.__cause__ from None
+        cause = exc.__cause__
+        if isinstance(cause, ImportError) and isinstance(cause.__cause__, UserError):
+            cause = cause.__cause__  # the target's module said why it cannot be imported (a missing extra)
+        if cause is not None:
+            raise cause from None
         raise
 
 

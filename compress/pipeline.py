@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -25,11 +26,12 @@ from torch import nn
 from compress import accel, cache, machine
 from compress.config import build, check_ratio, data_key, plain
 from compress.data import Data
-from compress.errors import StageError, one_line
+from compress.errors import StageError, UserError, one_line
 from compress.isolate import Limits, memory_limit_bytes, run_isolated, torch_threads
 from compress.latency import latency_columns, speedup_columns
 from compress.models.checkpoint import check_input_size, file_digest, load_checkpoint
 from compress.models.source import model_identity
+from compress.profile import NO_ETRECORD, read_dumps, side_by_side
 from compress.train import Recipe, fit
 from compress.variant import Plan, write_artifact
 
@@ -41,10 +43,12 @@ REFERENCE = OmegaConf.create({"name": "none", "steps": {}, "finetune_between": F
 
 class Device(Protocol):
     exclusive_host: bool  # time with the machine idle (host device) or not (a phone has its own lock)
+    profiling: bool  # device.profile: profile() the files after benchmarking them
 
     def attach(self) -> None: ...  # find what the device needs (phones, binaries); a DeviceError if it is not there
     def identity(self) -> dict: ...  # after attach: what decides its timings (the benchmark cache key)
     def benchmark(self, model_paths: list[str], input_shape: list[int]) -> list[dict]: ...
+    def profile(self, model_paths: list[str], input_shape: list[int], folder: Path) -> list[dict]: ...
 
 
 @dataclass
@@ -175,6 +179,46 @@ def bench_stage(cfg: DictConfig, device: Device, ref: Path, path: Path, input_sh
     return once("benchmark", entry, lambda: cache.read_json(entry), work, cfg, hold)
 
 
+def profile_folder(cfg: DictConfig, device: Device, ref: Path, path: Path) -> Path:
+    """The profile's cache entry: a folder per device identity and pair of artifacts."""
+    key = cache.key_of("profile", device.identity(), ref.parent.name, path.parent.name)
+    return Path(cfg.cache_dir) / "profile" / key
+
+
+def profile_stage(cfg: DictConfig, device: Device, ref: Path, path: Path, input_shape: list[int]) -> Done:
+    """The reference's and the variant's operators (compress/profile.py), from one more run of each on the device
+    with its event tracer on, cached per device identity: Done(value={"files": [{"table", "p50_ms", "named"}, ...],
+    "profile_s"}), the tables beside it. Read in the stage's child: the job process never loads an ETRecord."""
+    folder = profile_folder(cfg, device, ref, path)
+    artifacts = [ref] if path == ref else [ref, path]
+
+    def work() -> None:
+        start = time.perf_counter()
+        folder.mkdir(parents=True, exist_ok=True)
+        dumps = device.profile([str(a) for a in artifacts], input_shape, folder)
+        files = read_dumps(artifacts, dumps, folder)
+        cache.write_json(folder / "profile.json", {"files": files, "profile_s": time.perf_counter() - start})
+
+    hold = machine.idle_host if device.exclusive_host else lambda: contextlib.nullcontext(0.0)
+    return once("profile", folder, lambda: cache.read_json(folder / "profile.json"), work, cfg, hold)
+
+
+def profiled(cfg: DictConfig, device: Device, ref: Path, path: Path, input_shape: list[int], job_dir: Path
+             ) -> tuple[dict, str]:  # fmt: skip
+    """`profile.csv` in the job dir (the reference's and the variant's operators side by side) and the row's
+    profile columns; a profile that failed is a note, the rest of the row stands."""
+    try:
+        done = profile_stage(cfg, device, ref, path, input_shape)
+    except (StageError, UserError) as exc:
+        return {}, f"profile: {one_line(exc)}"
+    folder, files = profile_folder(cfg, device, ref, path), done.value["files"]
+    tables = [pd.read_csv(folder / f["table"]) for f in files]
+    side_by_side(tables[0], tables[-1]).to_csv(job_dir / "profile.csv", index=False)
+    columns = {"profile": str(job_dir / "profile.csv"), "profile_ms_p50": files[-1]["p50_ms"]}
+    note = "" if all(f["named"] for f in files) else NO_ETRECORD
+    return columns | {"profile_s": done.value["profile_s"], "profile_from": done.source}, note
+
+
 def net_of_overhead(reference: dict, variant: dict) -> tuple[list[float], list[float], str]:
     """The two files' latencies net of their runtime's cost per call (`call_overhead_ms`, timed on a no-op program
     in the same session; host only), and a note. Where that cost is half a file's time or more, what is left is
@@ -225,6 +269,9 @@ def _measure(cfg: DictConfig, device: Device, row: dict) -> None:
     row |= out | {"artifact": str(path), "artifact_from": var.source}
     bench = bench_stage(cfg, device, ref_path, path, [1, *data.input_shape])
     row |= measured(ref_out, out, bench.value) | {"bench_from": bench.source}
+    if device.profiling:
+        columns, note = profiled(cfg, device, ref_path, path, [1, *data.input_shape], Path(row["job_dir"]))
+        row |= columns | {"notes": "; ".join(n for n in (row["notes"], note) if n)}
     row["speedup_efficiency"] = row["speedup_x"] / row["macs_reduction_x"]
     row["waited_s"] = info["waited_s"] + ref.waited_s + var.waited_s + bench.waited_s
     row["status"] = "ok"

@@ -1,6 +1,7 @@
 """The sweep report: `report.md` and a self-contained `report.html` (plots embedded) with, per group of
-comparable rows, the Pareto plots, the Pareto set and the best variant under accuracy budgets; then the
-flags explained (with the rows timed on a busy host), the phones, every row and the failed rows with their errors."""
+comparable rows, the Pareto plots, the Pareto set and the best variant under accuracy budgets; the formats of a
+model side by side on each device (format_view); then the flags explained (with the rows timed on a busy host),
+the phones, every row and the failed rows with their errors."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from compress.cache import atomic_write
 from compress.flags import EXPLANATIONS
 from compress.pareto import pareto_front
 from compress.plots import comparable_groups, point_numbers, slug, write_plots
+from compress.profile import backend_shares, per_layer
 
 BUDGETS_PT = (1, 3)  # "accuracy drop ≤ 1 pt / ≤ 3 pt"
 PARETO = {"acc_top1": "max", "latency_ms_p50": "min", "size_gzip_bytes": "min"}
@@ -137,6 +139,67 @@ def group_blocks(label: str, rows: pd.DataFrame, plot: Path | None) -> list[Bloc
     return blocks
 
 
+def format_view(rows: pd.DataFrame) -> pd.DataFrame:
+    """Runtimes side by side, from the ok rows of one model, data set and device: one line per technique, ratio (and
+    seed) timed in two formats or more, with each format's accuracy, file size and p50, and the fastest of them."""
+    keys = [k for k in ("technique", "ratio", "seed") if k in rows]
+    formats = list(dict.fromkeys(rows["format"]))
+    lines = []
+    for key, same in rows.groupby(keys, sort=False, dropna=False):
+        by = same.drop_duplicates("format").set_index("format")
+        if len(by) < 2:
+            continue
+        line = dict(zip(keys, key, strict=True))
+        for what, col in (("acc", "acc_top1"), ("size", "size_bytes"), ("p50 ms", "latency_ms_p50")):
+            line |= {f"{what} {f}": by[col].get(f, math.nan) for f in formats}
+        p50 = by["latency_ms_p50"].dropna()
+        line["fastest"] = p50.idxmin() if len(p50) else ""
+        lines.append(line)
+    return pd.DataFrame(lines)
+
+
+def format_blocks(table: pd.DataFrame) -> list[Block]:
+    """Per model, data set and device timed in several formats: their view side by side (format_view) and which
+    runtime was fastest how often."""
+    ok, blocks = table[table["status"] == "ok"], []
+    keys = [k for k in ("model", "dataset", "device", "device_serial") if k in table]
+    for key, rows in (ok.groupby(keys, sort=False, dropna=False) if len(ok) and "format" in ok else []):
+        view = format_view(rows)
+        if not len(view):
+            continue
+        label = " / ".join(str(v) for v in key if not pd.isna(v))
+        wins = view["fastest"][view["fastest"] != ""].value_counts()
+        said = ", ".join(f"{f} in {n} of {len(view)}" for f, n in wins.items()) or "no format was timed"
+        shown_view = view.astype(object).map(_number)
+        for col in view.columns:
+            fmt = FORMATS.get("acc_top1" if col.startswith("acc ") else "size_bytes" if col.startswith("size ") else "")
+            if fmt:
+                shown_view[col] = view[col].map(lambda v, fmt=fmt: "" if pd.isna(v) else fmt(v))
+        if "ratio" in view:
+            shown_view["ratio"] = view["ratio"].map(lambda v: "n/a" if pd.isna(v) else f"{v:g}")
+        blocks += [("h3", label), ("p", f"Fastest runtime on this device: {said}."),
+                   ("table", shown_view, f"formats-{slug(label)}")]  # fmt: skip
+    return [("h2", "Formats side by side (accuracy, file size, p50)"), *blocks] if blocks else []
+
+
+def profile_blocks(table: pd.DataFrame) -> list[Block]:
+    """Per profiled row (device.profile): where the time went, per layer, in the reference and the variant side by
+    side (change_x > 1: the layer got faster), and the share each backend (XNNPACK, portable kernels) ran."""
+    blocks: list[Block] = []
+    for _, row in table[table["profile"].notna()].iterrows() if "profile" in table else ():
+        path = Path(row["profile"])
+        if not path.exists():
+            continue
+        profile = pd.read_csv(path)
+        label = f"{row['model']} / {row['dataset']} / {row['device']} / {row['format']}: {_variant(row)} vs the base"
+        layers = per_layer(profile).astype(object)
+        shares = ["base_share", "variant_share"]
+        layers[shares] = layers[shares].map(lambda v: "" if pd.isna(v) else f"{v:.1%}")
+        blocks += [("h3", label), ("list", backend_shares(profile)),
+                   ("table", layers.map(_number), f"profile-{slug(label)}")]  # fmt: skip
+    return [("h2", "Per-layer profiles (ms per run: trimmed means)"), *blocks] if blocks else []
+
+
 def phone_table(table: pd.DataFrame) -> pd.DataFrame:
     """One line per phone: its fingerprint and the battery temperature range over its benchmarks."""
     phones = table[table["device_serial"].notna()]
@@ -157,6 +220,8 @@ def report_blocks(table: pd.DataFrame, plots: dict[str, Path]) -> list[Block]:
                                  f"{(flags != '').sum()} flagged.")]  # fmt: skip
     for label, rows in comparable_groups(table):
         blocks += group_blocks(label, rows, plots.get(label))
+    blocks += format_blocks(table)
+    blocks += profile_blocks(table)
     counts = flags.str.split(";").explode().value_counts()
     blocks += [("h2", "Flags"), ("list", [f"{flag} ({counts.get(flag, 0)} rows): {why}"
                                           for flag, why in EXPLANATIONS.items()])]  # fmt: skip

@@ -33,12 +33,12 @@ COLUMNS = [
     "macs_reduction_x", "speedup_efficiency", "nonzero_reduction_x",
     "acc_top5", "acc_before_finetune", "latency_ms_min", "iters", "host_load_1m", "host_other_cpu",
     "cpu_model", "cpu_features", "ratio_applies",
-    "mobile_optimized", "bytecode_version", "delegate", "notes", "artifact", "base_from", "artifact_from",
-    "bench_from", "waited_s", "job_dir",
+    "mobile_optimized", "bytecode_version", "delegate", "notes", "artifact", "profile", "profile_ms_p50", "profile_s",
+    "base_from", "artifact_from", "bench_from", "profile_from", "waited_s", "job_dir",
 ]  # fmt: skip
 
 # Columns that say how a job ran, not what it measured.
-BOOKKEEPING = ("job_dir", "base_from", "artifact_from", "bench_from", "waited_s")
+BOOKKEEPING = ("job_dir", "base_from", "artifact_from", "bench_from", "profile_from", "waited_s")
 
 # What the end-of-run table prints (the CSV has every column).
 SHOWN = [

@@ -55,3 +55,15 @@ class DataDependent(nn.Module):
     def forward(self, x):
         x = x.flatten(1)
         return self.fc(x) if x.sum() > 0 else -self.fc(x)
+
+
+class Cumprod(nn.Module):
+    """A classifier on the running product of its squashed pixels: aten.cumprod, an operator litert-torch has no
+    lowering for (model=custom takes it as model.target=misbehaving.Cumprod)."""
+
+    def __init__(self, input_shape=(1, 28, 28), num_classes: int = 10):
+        super().__init__()
+        self.fc = nn.Linear(int(torch.tensor(input_shape).prod()), num_classes)
+
+    def forward(self, x):
+        return self.fc(torch.cumprod(torch.sigmoid(x.flatten(1)), dim=1))

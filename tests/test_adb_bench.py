@@ -59,7 +59,8 @@ def test_injection_in_settings_runs_nothing_else(server, binary, tmp_path, shell
 
 
 @pytest.mark.parametrize(("binary_path", "message"),
-                         [(None, "device.binary and device.et_runner are not set"), ("/no/sbt", "not found")])
+                         [(None, "device.binary, device.et_runner and device.tflite_runner are not set"),
+                          ("/no/sbt", "not found")])
 def test_binary_missing(server, phone, binary_path, message):
     with pytest.raises(DeviceError, match=message):
         adb_device(server, phone, binary_path).attach()

@@ -20,7 +20,7 @@ RANKS = [
     ["compress.train", "compress.data", "compress.formats", "compress.models", "compress.accel", "compress.config",
      "compress.metrics"],
     ["compress", "compress.errors", "compress.cache", "compress.machine", "compress.isolate", "compress.latency",
-     "compress.flags", "compress.pareto", "compress.allocation"],
+     "compress.flags", "compress.pareto", "compress.allocation", "compress.profile"],
 ]  # fmt: skip
 APART = ("compress", "adb_bench")  # neither imports the other (cli.py joins them)
 

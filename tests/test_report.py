@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from compress.plots import (
     technique_styles,
     write_plots,
 )
-from compress.report import budget_lines, readable, write_report
+from compress.report import budget_lines, format_blocks, format_view, readable, write_report
 from compress.results import summarize
 
 HOST = "lenet5 / mnist5k / host:x86_64 / ptl"
@@ -205,3 +206,34 @@ def test_a_budget_pick_by_peak_memory_where_the_device_measured_it(table):
     lines = [line for line in budget_lines(rows) if "least peak memory" in line]
     assert len(lines) == 2 and lines[0].startswith("accuracy drop ≤ 1 pt, least peak memory: ")
     assert f"peak memory {least['mem_peak_mb']:g} MB" in lines[0]
+
+
+def test_formats_side_by_side_per_model_and_device():
+    """Hand-made rows: LeNet-5 on one phone in ptl, pte and tflite (none, and quant_static in pte and tflite only),
+    on the host in pte alone, a failed tflite row: one view for the phone, none for the host."""
+    def row(fmt, technique, acc, size, p50, device="adb:Pixel 8", status="ok"):
+        return {"model": "lenet5", "dataset": "mnist5k", "device": device, "device_serial": "S1", "format": fmt,
+                "technique": technique, "ratio": math.nan, "seed": 0, "status": status, "acc_top1": acc,
+                "size_bytes": size, "latency_ms_p50": p50}  # fmt: skip
+
+    table = pd.DataFrame([
+        row("ptl", "none", 0.97, 271_000, 0.154), row("pte", "none", 0.97, 253_000, 0.025),
+        row("tflite", "none", 0.969, 250_000, 0.031), row("pte", "quant_static", 0.965, 74_000, 0.026),
+        row("tflite", "quant_static", 0.966, 70_000, 0.019), row("ptl", "quant_static", math.nan, math.nan, math.nan,
+                                                                  status="failed"),
+        row("pte", "none", 0.97, 253_000, 0.080, device="host:x86_64"),
+    ])  # fmt: skip
+    view = format_view(table[(table["device"] == "adb:Pixel 8") & (table["status"] == "ok")])
+    assert list(view["technique"]) == ["none", "quant_static"] and list(view["fastest"]) == ["pte", "tflite"]
+    none, int8 = view.iloc[0], view.iloc[1]
+    assert (none["acc ptl"], none["acc pte"], none["acc tflite"]) == (0.97, 0.97, 0.969)
+    assert (none["size ptl"], none["size tflite"], none["p50 ms ptl"], none["p50 ms tflite"]) == (
+        271_000, 250_000, 0.154, 0.031)  # fmt: skip
+    assert math.isnan(int8["p50 ms ptl"]) and (int8["p50 ms pte"], int8["size tflite"]) == (0.026, 70_000)
+    blocks = format_blocks(table)
+    assert [b[1] for b in blocks if b[0] in ("h2", "h3", "p")] == [
+        "Formats side by side (accuracy, file size, p50)", "lenet5 / mnist5k / adb:Pixel 8 / S1",
+        "Fastest runtime on this device: pte in 1 of 2, tflite in 1 of 2."]  # fmt: skip
+    shown_view = blocks[-1][1]
+    assert list(shown_view.iloc[0][["acc ptl", "size tflite", "p50 ms pte", "ratio"]]) == [
+        "97.00%", "244.1K", "0.025", "n/a"]  # fmt: skip

@@ -23,6 +23,7 @@ class Scripted:
     files of every session, one line each, in `log` (sessions run in the stage's child process)."""
 
     exclusive_host = False
+    profiling = False
 
     def __init__(self, log: Path, *p50s: float):
         self.log, self.p50s = log, p50s

@@ -26,6 +26,7 @@ from torch import nn
 from compress.cache import atomic_write
 from compress.errors import UserError, cannot
 from compress.formats.base import Format
+from compress.profile import etrecord_of
 
 DELEGATES = ("xnnpack", "portable")
 
@@ -62,20 +63,24 @@ def planned_memory(program: bytes) -> dict:
 
 
 def export_pte(model: nn.Module, example: torch.Tensor, path: Path, delegate: str = "xnnpack") -> dict:
-    """Export `model` on `example`, lower it to `delegate`, write the ExecuTorch program; the row columns that say
-    how (`export_note` lists the operators XNNPACK did not take). A program that needs an operator ExecuTorch's
+    """Export `model` on `example`, lower it to `delegate`, write the ExecuTorch program and its ETRecord (its edge
+    program before lowering, ~1.3× the file); the row columns that say how (`export_note` lists the operators
+    XNNPACK did not take). A program that needs an operator ExecuTorch's
     runtime does not have (it could not be evaluated) gets a one-line UserError."""
     program = _program(model, example)
     if delegate == "portable" and any("quantized_decomposed" in str(n.target) for n in program.graph.nodes):
         raise UserError("int8 .pte files need export.delegate=xnnpack (ExecuTorch's portable kernels have no int8 ops)")
     partitioners = [XnnpackPartitioner()] if delegate == "xnnpack" else []
-    lowered = to_edge_transform_and_lower(program, partitioner=partitioners).to_executorch()
+    lowered = to_edge_transform_and_lower(program, partitioner=partitioners, generate_etrecord=True).to_executorch()
+    etrecord = lowered.get_etrecord()
+    etrecord.exported_program = etrecord.export_graph_id = None  # the profile maps to the edge program alone
     ops = kernel_ops(lowered.executorch_program)
     missing = sorted(set(ops) - set(portable_lib._get_operator_names()))
     if missing:
         raise UserError(f"{type(model).__name__} needs operators ExecuTorch's runtime does not have "
                         f"({', '.join(missing)}); replace the layers that use them or use export=ptl")  # fmt: skip
     atomic_write(Path(path), lambda tmp: Path(tmp).write_bytes(lowered.buffer))
+    atomic_write(etrecord_of(path), etrecord.save)
     note = f"on portable kernels (XNNPACK did not take them): {', '.join(ops)}" if ops and partitioners else ""
     return {"format": "pte", "delegate": delegate, "export_note": note} | planned_memory(lowered.buffer)
 

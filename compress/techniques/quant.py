@@ -2,8 +2,9 @@
 
 Each step takes the int8 route of the export format (`ctx.format.int8_route`): torch.ao for .ptl files
 (compress/techniques/torch_ao.py, packed for the device's quantized engine), PT2E for .pte files
-(compress/techniques/pt2e.py, lowered to XNNPACK). A route provides `dynamic`, `prepare_static`, `prepare_qat` and
-`convert`; the steps here calibrate and order them the same way for every route.
+(compress/techniques/pt2e.py, lowered to XNNPACK), LiteRT's PT2E quantizer for .tflite files
+(compress/techniques/litert_pt2e.py, int8 kernels written by LiteRT's converter). A route provides `dynamic`,
+`prepare_static`, `prepare_qat` and `convert`; the steps here calibrate and order them the same way for every route.
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ from compress.errors import UserError
 from compress.formats.base import Format
 from compress.techniques.base import Context, Step
 
-ROUTES = {"torch.ao": "compress.techniques.torch_ao", "pt2e": "compress.techniques.pt2e"}  # imported when used
+ROUTES = {
+    "torch.ao": "compress.techniques.torch_ao",
+    "pt2e": "compress.techniques.pt2e",
+    "litert_pt2e": "compress.techniques.litert_pt2e",
+}  # imported when used
 OBSERVERS = ("minmax", "histogram")  # activation range observers every route has
 
 
@@ -27,7 +32,7 @@ def route(fmt: Format) -> ModuleType:
     plan asks for it in the job process, so the stage children it forks find it imported."""
     if fmt.int8_route not in ROUTES:
         raise UserError(f"int8 techniques cannot export to .{fmt.name} files (the format has no int8 route); "
-                        "use export=ptl or export=pte, or a float technique")  # fmt: skip
+                        "use export=ptl, pte or tflite, or a float technique")  # fmt: skip
     return importlib.import_module(ROUTES[fmt.int8_route])
 
 

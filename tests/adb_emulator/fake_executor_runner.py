@@ -15,8 +15,12 @@ last flag without its value.
 
 OPTIONS: `backends` it was built with (a program delegated to another one fails to load: `Backend X is not
 registered.`, status 0x20), `logging` (false: built without EXECUTORCH_ENABLE_LOGGING, it logs nothing),
-`performant_cores` (the pool size `--cpu_threads=-1` picks). Runs, battery current and faults as in
-adb_emulator/stand_in.py (`segv_in_main`: after the first execution); the program runs in a fork of the zygote.
+`performant_cores` (the pool size `--cpu_threads=-1` picks), `event_tracer` (built with the event tracer,
+-DEXECUTORCH_ENABLE_EVENT_TRACER: it has the flag `--etdump_path` (default `model.etdump`) and, after printing its
+outputs, writes every execution's ETDump there: `ETDump written to file '<path>'.`; a path it cannot open logs
+`Failed to open ETDump file at <path>.` and fails the check `Failed to save ETDump file.`; without it, gflags knows
+no such flag). Runs, battery current and faults as in adb_emulator/stand_in.py (`segv_in_main`: after the first
+execution); the program runs in a fork of the zygote.
 """
 
 import json
@@ -31,7 +35,7 @@ from adb_emulator.stand_in import crash_here, end_run, run_work, start_run
 
 OPTIONS = json.loads("@OPTIONS@")
 FLAGS = {"model_path": "model.pte", "inputs": "", "print_output": "summary", "num_executions": 1, "method_name": "",
-         "cpu_threads": -1}  # fmt: skip
+         "cpu_threads": -1} | ({"etdump_path": "model.etdump"} if OPTIONS["event_tracer"] else {})  # fmt: skip
 NUMBERS = {"num_executions": ("uint32", r"\+?\d+"), "cpu_threads": ("int32", r"[-+]?\d+")}
 NATIVE = re.compile(r"^\[[\w.]+:\d+\] (.*)$")  # how the Python runtime prints ExecuTorch's log messages
 STATUS = re.compile(r"0x:?([0-9a-fA-F]+)")
@@ -133,7 +137,8 @@ def delegates(path, method_name):
 
 
 def load(log, path):
-    """FileDataLoader::from, Program::load, then the method with the backends this build has: (name, method)."""
+    """FileDataLoader::from, Program::load, then the method with the backends this build has: (program, name,
+    method); the program traces its executions when the runner was built with the event tracer."""
     from executorch.runtime import Runtime
 
     shown = path.removeprefix(os.environ["PHONE_ROOT"])  # the path as the phone names it
@@ -142,7 +147,7 @@ def load(log, path):
     except OSError as exc:
         log("E", f"Failed to open {shown}: {exc.strerror} ({exc.errno})")
         log.check_failed("file_loader.ok()", f"FileDataLoader::from() failed: 0x{ACCESS_FAILED:x}")
-    program, _ = log.call(lambda: Runtime.get().load_program(path))
+    program, _ = log.call(lambda: Runtime.get().load_program(path, enable_etdump=OPTIONS["event_tracer"]))
     if program is None:
         log("E", f"Failed to parse model file {shown}")
         sys.exit(1)
@@ -156,7 +161,7 @@ def load(log, path):
     method, error = log.call(lambda: program.load_method(name))
     if method is None:
         log.check_failed("method.ok()", f"Loading of method {name} failed with status 0x{status_of(error):x}")
-    return name, method
+    return program, name, method
 
 
 def execute(log, name, method, times):
@@ -197,13 +202,27 @@ def run_here(flags, pid):
         if threads > 0:
             portable_lib._unsafe_reset_threadpool(threads)
         before = time.perf_counter()
-        name, method = load(log, flags["model_path"])
+        program, name, method = load(log, flags["model_path"])
         log("I", f"Model loaded in {(time.perf_counter() - before) * 1e3:f} ms.")
         outputs = execute(log, name, method, flags["num_executions"])
-    if flags["print_output"] == "all":
-        for i, output in enumerate(outputs):
-            for j, value in enumerate(output.flatten().tolist()):
-                print(f"Output[{i}][{j}]: (float) {value:f}")
+        if flags["print_output"] == "all":
+            for i, output in enumerate(outputs):
+                for j, value in enumerate(output.flatten().tolist()):
+                    print(f"Output[{i}][{j}]: (float) {value:f}")
+        if OPTIONS["event_tracer"]:
+            write_etdump(log, program, flags["etdump_path"])
+
+
+def write_etdump(log, program, path):
+    """The event tracer's dump of every execution, written to `path`."""
+    shown = path.removeprefix(os.environ["PHONE_ROOT"])  # the path as the phone names it
+    try:
+        open(path, "w+").close()
+    except OSError:
+        log("E", f"Failed to open ETDump file at {shown}.")
+        log.check_failed("status == Error::Ok", "Failed to save ETDump file.")
+    program.write_etdump_result_to_file(path, f"{path}.debug")  # no debug buffer: nothing is written there
+    log("I", f"ETDump written to file '{shown}'.")
 
 
 def main():

@@ -206,8 +206,15 @@ def make_fake_binary(path: Path, max_bytecode: int = 99, dialect: str = "android
 
 
 def make_fake_executor_runner(path: Path, backends: list[str] = ("XnnpackBackend",), logging: bool = True,
-                              performant_cores: int = 2) -> Path:  # fmt: skip
+                              performant_cores: int = 2, event_tracer: bool = False) -> Path:  # fmt: skip
     """Write the executor_runner stand-in: built with `backends` (-DEXECUTORCH_BUILD_XNNPACK=ON: XnnpackBackend),
-    with its log on or off (-DEXECUTORCH_ENABLE_LOGGING), `performant_cores` big cores for --cpu_threads=-1."""
-    options = {"backends": list(backends), "logging": logging, "performant_cores": performant_cores}
+    with its log on or off (-DEXECUTORCH_ENABLE_LOGGING), `performant_cores` big cores for --cpu_threads=-1, with or
+    without the event tracer (-DEXECUTORCH_ENABLE_EVENT_TRACER: `--etdump_path`)."""
+    options = {"backends": list(backends), "logging": logging, "performant_cores": performant_cores,
+               "event_tracer": event_tracer}  # fmt: skip
     return _write_stand_in(path, "fake_executor_runner.py", options)
+
+
+def make_fake_benchmark_model(path: Path) -> Path:
+    """Write LiteRT's benchmark_model stand-in (runs the .tflite with ai_edge_litert's interpreter)."""
+    return _write_stand_in(path, "fake_benchmark_model.py", {})

@@ -1,4 +1,5 @@
-"""The `sync:` service: STAT (v1), STA2/LST2 (v2), SEND/DATA/DONE (push), QUIT. Requests span WRTE packets."""
+"""The `sync:` service: STAT (v1), STA2/LST2 (v2), SEND/DATA/DONE (push), RECV (pull), QUIT. Requests span WRTE
+packets."""
 
 from __future__ import annotations
 
@@ -74,6 +75,17 @@ def receive_file(reader: Reader, target: Path, mode: int) -> bytes | None:
     return None
 
 
+def send_file(source: Path) -> bytes:
+    """RECV as adbd answers it: the file in DATA chunks of at most MAX_DATA, then DONE; `open failed: <strerror>`
+    when it cannot be read."""
+    try:
+        data = source.read_bytes()
+    except OSError as exc:
+        return _status(f"open failed: {exc.strerror}")
+    chunks = [data[i : i + MAX_DATA] for i in range(0, len(data), MAX_DATA)]
+    return b"".join(b"DATA" + len(c).to_bytes(4, "little") + c for c in chunks) + b"DONE" + bytes(4)
+
+
 def run_sync(stream: Stream, to_local: Callable[[str], Path]) -> None:
     """Serve sync requests until QUIT or hang-up; `to_local` maps a device path into the sandbox."""
     stream.accept()
@@ -92,6 +104,8 @@ def run_sync(stream: Stream, to_local: Callable[[str], Path]) -> None:
                 if reply is None:
                     break
                 stream.write(reply)
+            elif kind == b"RECV":
+                stream.write(send_file(to_local(path.decode())))
             else:
                 stream.write(_status(f"unsupported sync request {kind!r}"))
                 break

@@ -1,5 +1,5 @@
-"""A process that imports torch and ExecuTorch's runtime once and forks one child per run of a benchmark stand-in
-(like Android's zygote), so an emulated run costs a fork instead of seconds of imports.
+"""A process that imports torch, ExecuTorch's runtime and LiteRT's interpreter once and forks one child per run of a
+benchmark stand-in (like Android's zygote), so an emulated run costs a fork instead of seconds of imports.
 
 The stand-in (fast to start: no torch) calls `run_in_zygote`: it connects to $PHONE_ZYGOTE, sends its stdout/stderr
 file descriptors, its environment, working directory and the work (`run_here(*args)` of its own script); the
@@ -88,6 +88,7 @@ def serve(path: str) -> None:
     import executorch.exir._serialize._program  # noqa: F401
     import executorch.runtime  # noqa: F401
     import torch  # noqa: F401
+    from ai_edge_litert import interpreter  # noqa: F401
     from executorch.extension.pybindings import portable_lib  # noqa: F401
 
     listener = socket.socket(socket.AF_UNIX)
