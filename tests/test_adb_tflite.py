@@ -16,9 +16,11 @@ from conftest import cli
 
 from adb_bench.benchmark_model import BenchmarkModel, failure
 from adb_bench.errors import DeviceError
+from adb_bench.host import in_child
 from adb_bench.parse import GarbledOutput, parse_benchmark_model
 from adb_bench.session import Run
 from adb_bench.transport import Adb, ShellResult, sha256_of
+from compress.formats.tflite import export_tflite
 
 SHAPE = [1, 1, 8, 8]
 REMOTE = "/data/local/tmp/pocketbench"
@@ -165,11 +167,15 @@ class TinyNet(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def tflite(tmp_path_factory):
-    """A tiny conv net converted by litert-torch (float, batch 1), as export=tflite writes it."""
-    import litert_torch
-
+    """A tiny conv net converted by litert-torch (float, batch 1), as export=tflite writes it; in a forked child, as
+    the pipeline converts (a process that converted cannot fork another converter: tests/test_tflite.py)."""
     path = tmp_path_factory.mktemp("tflite") / "m.tflite"
-    litert_torch.convert(TinyNet().eval(), (torch.randn(*SHAPE),)).export(str(path))
+
+    def convert() -> None:
+        torch.set_num_threads(1)  # this process's OpenMP pool is not the child's
+        export_tflite(TinyNet().eval(), torch.randn(*SHAPE), path)
+
+    in_child(convert)
     return path
 
 
