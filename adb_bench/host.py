@@ -111,22 +111,16 @@ def write_noop(suffix: str, input_shape: Sequence[int], path: Path) -> None:
         with warnings.catch_warnings():  # the lite interpreter's deprecation: said once, by the export of .ptl files
             warnings.simplefilter("ignore", FutureWarning)
             torch.jit.script(NoOp())._save_for_lite_interpreter(str(tmp))
-    elif suffix == ".tflite":  # in a child: JAX's MLIR thread pool makes a process that converted unable to fork one
-        in_child(convert_noop, example, str(tmp))  # that converts (it waits forever on threads a fork does not have)
+    elif suffix == ".tflite":
+        import litert_torch
+
+        litert_torch.config.show_progress = False
+        litert_torch.convert(NoOp().eval(), (example,)).export(str(tmp))
     else:
         from executorch.exir import to_edge
 
         tmp.write_bytes(to_edge(torch.export.export(NoOp(), (example,))).to_executorch().buffer)
     os.replace(tmp, path)
-
-
-def convert_noop(example: torch.Tensor, path: str) -> None:
-    """The no-op program converted by litert-torch (on one thread: the parent's OpenMP pool is not this process's)."""
-    import litert_torch
-
-    torch.set_num_threads(1)
-    litert_torch.config.show_progress = False
-    litert_torch.convert(NoOp().eval(), (example,)).export(path)
 
 
 def noop_file(suffix: str, input_shape: Sequence[int]) -> Path:
