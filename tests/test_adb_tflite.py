@@ -268,23 +268,26 @@ def test_a_tflite_file_without_its_runner_says_which_setting(server, phone, tfli
 
 
 @pytest.mark.slow
-def test_cli_sweep_times_tflite_files_on_the_phone_for_float_and_int8(server, phone, tmp_path, cache_dir):
-    """`export=tflite device=adb` over none and quant_static on LeNet-5: ok rows, latency from the stand-in's runs (one
-    sample per run), the int8 file smaller, each run with XNNPACK on the configured threads."""
+def test_cli_sweep_times_tflite_files_on_the_phone_for_float_pruned_and_int8(server, phone, tmp_path, cache_dir):
+    """`export=tflite device=adb` over none, prune_channel and quant_static on LeNet-5: ok rows, latency from the
+    stand-in's runs (one sample per run), the pruned and the int8 file smaller, each run with XNNPACK on the
+    configured threads."""
     runner = make_fake_benchmark_model(tmp_path / "benchmark_model")
     device = ["device=adb", f"device.tflite_runner={runner}", f"device.serial={phone.serial}",
               f"device.server_port={server.port}", "device.warmup=1", "device.iters=4", "device.rounds=2",
               "device.threads=1", f"device.lock_dir={tmp_path / 'locks'}"]  # fmt: skip
     sweep = tmp_path / "sweep"
-    done = cli("-m", "export=tflite", "technique=none,quant_static", "model=lenet5", "train.epochs=1",
+    done = cli("-m", "export=tflite", "technique=none,prune_channel,quant_static", "model=lenet5", "train.epochs=1",
                "finetune.epochs=0", "dataset.limit_train=512", "dataset.limit_test=128", *device,
                f"cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}", timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     table = pd.read_csv(sweep / "summary.csv").set_index("technique")
-    assert list(table["status"]) == ["ok", "ok"] and (table["format"] == "tflite").all()
+    assert list(table["status"]) == ["ok", "ok", "ok"] and (table["format"] == "tflite").all()
     assert (table["latency_source"] == "summary").all() and (table["threads"] == 1).all()
     assert (table["latency_ms_p50"] > 0).all() and (table["acc_top1"] > 0).all()
     assert table.loc["none", "size_bytes"] >= 3 * table.loc["quant_static", "size_bytes"]
+    assert table.loc["none", "size_bytes"] >= 2.5 * table.loc["prune_channel", "size_bytes"]  # 3.6× on the host
+    assert table.loc["prune_channel", "macs_reduction_x"] > 2  # the file the phone ran is the pruned one
     runs = [c for c in phone.commands if "--graph=" in c]
     flags = r"--graph=\S+\.tflite --num_threads=1 --warmup_runs=1 --warmup_min_secs=0 --num_runs=2 --min_secs=0 "
-    assert len(runs) >= 4 and all(re.search(flags + "--use_xnnpack=true", c) for c in runs)
+    assert len(runs) >= 6 and all(re.search(flags + "--use_xnnpack=true", c) for c in runs)
