@@ -75,7 +75,7 @@ def test_the_pruned_layers_time_shrinks_beside_the_reference(host_tables):
     layers = per_layer(both).set_index("layer")
     # Half the channels: conv 2 and the first linear layer take half the inputs (conv 2 also makes half the
     # outputs: ~4× fewer MACs). Conv 1 makes 3 maps instead of 6 but is not timed faster: XNNPACK computes output
-    # channels in tiles of 8 (the kind of finding the profile is for), so it is not asserted.
+    # channels in tiles (the kind of finding the profile is for), so it is not asserted.
     pruned = layers.loc[PRUNED]
     assert pruned.loc["features.3", "variant_ms"] < 0.75 * pruned.loc["features.3", "base_ms"]
     assert pruned["variant_ms"].sum() < 0.8 * pruned["base_ms"].sum()
