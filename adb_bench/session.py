@@ -208,13 +208,9 @@ class Session:
         if tracing is None:
             return {"error": f"{runner.name} has no per-operator profiler (README: Per-layer profile)"}
         self.adb.push(Path(local), model)
-        if runner.logcat:
-            self.adb.check(["logcat", "-c"])
         flags = [*runner.flags(model, input_shape, self.runs.warmup, self.runs.iters), *tracing]
-        result = self._run(run_dir, [self.remote(binary.local), *flags], "", None, f"{run_dir}/{i}.memory")
-        logged = self.adb.check(["sh", "-c", LOGCAT, "sh", f"{run_dir}/pid", runner.logcat]) if runner.logcat else ""
         try:
-            runner.timings(Run(result, logged, self.remote(binary.local), self.remote_dir, self.runs.warmup))
+            self._run_binary(run_dir, binary, flags, "", None, f"{run_dir}/{i}.memory")
             self.adb.pull(dump, folder / f"{i}.etdp")
         except DeviceError as exc:
             return {"error": str(exc)}
@@ -225,20 +221,26 @@ class Session:
         """One run of the file's binary on it (its remote path): its latencies (and power and memory files) added to
         `runs`."""
         model, binary = file
-        runner, remote = binary.runner, self.remote(binary.local)
-        pinned = ["taskset", self.runs.taskset] if self.runs.taskset else []
-        if runner.logcat:
-            self.adb.check(["logcat", "-c"])
-        result = self._run(run_dir, [*pinned, remote, *runner.flags(model, input_shape, self.runs.warmup, iters)],
-                           power, energy, memory)  # fmt: skip
-        logged = self.adb.check(["sh", "-c", LOGCAT, "sh", f"{run_dir}/pid", runner.logcat]) if runner.logcat else ""
-        timings = runner.timings(Run(result, logged, remote, self.remote_dir, self.runs.warmup))
+        flags = binary.runner.flags(model, input_shape, self.runs.warmup, iters)
+        timings = self._run_binary(run_dir, binary, flags, power, energy, memory)
         runs.samples_us += timings.samples_us
         runs.round_sizes.append(len(timings.samples_us))
         runs.sources.add(timings.source)
         runs.threads = timings.threads
         runs.power_files += [power] if power else []
         runs.memory_files.append(memory)
+
+    def _run_binary(self, run_dir: str, binary: Binary, flags: list[str], power: str, energy: EnergySettings | None,
+                    memory: str) -> Timings:  # fmt: skip
+        """One run of `binary` (pinned to device.taskset) with `flags` under the RUN wrapper, its log read when it
+        logs: its timings; DeviceError with the cause when the run failed."""
+        runner, remote = binary.runner, self.remote(binary.local)
+        pinned = ["taskset", self.runs.taskset] if self.runs.taskset else []
+        if runner.logcat:
+            self.adb.check(["logcat", "-c"])
+        result = self._run(run_dir, [*pinned, remote, *flags], power, energy, memory)
+        logged = self.adb.check(["sh", "-c", LOGCAT, "sh", f"{run_dir}/pid", runner.logcat]) if runner.logcat else ""
+        return runner.timings(Run(result, logged, remote, self.remote_dir, self.runs.warmup))
 
     def _idle_power(self, run_dir: str, energy: EnergySettings) -> str:
         """Power sample lines of `energy.idle_s` seconds of the phone doing nothing (the baseline)."""

@@ -185,11 +185,12 @@ def profile_folder(cfg: DictConfig, device: Device, ref: Path, path: Path) -> Pa
     return Path(cfg.cache_dir) / "profile" / key
 
 
-def profile_stage(cfg: DictConfig, device: Device, ref: Path, path: Path, input_shape: list[int]) -> Done:
+def profile_stage(cfg: DictConfig, device: Device, ref: Path, path: Path, input_shape: list[int], folder: Path
+                  ) -> Done:  # fmt: skip
     """The reference's and the variant's operators (compress/profile.py), from one more run of each on the device
-    with its event tracer on, cached per device identity: Done(value={"files": [{"table", "p50_ms", "named"}, ...],
-    "profile_s"}), the tables beside it. Read in the stage's child: the job process never loads an ETRecord."""
-    folder = profile_folder(cfg, device, ref, path)
+    with its event tracer on, cached in `folder` (profile_folder): Done(value={"files": [{"table", "p50_ms",
+    "named"}, ...], "profile_s"}), the tables beside it. Read in the stage's child: the job process never loads an
+    ETRecord."""
     artifacts = [ref] if path == ref else [ref, path]
 
     def work() -> None:
@@ -207,11 +208,12 @@ def profiled(cfg: DictConfig, device: Device, ref: Path, path: Path, input_shape
              ) -> tuple[dict, str]:  # fmt: skip
     """`profile.csv` in the job dir (the reference's and the variant's operators side by side) and the row's
     profile columns; a profile that failed is a note, the rest of the row stands."""
+    folder = profile_folder(cfg, device, ref, path)
     try:
-        done = profile_stage(cfg, device, ref, path, input_shape)
+        done = profile_stage(cfg, device, ref, path, input_shape, folder)
     except (StageError, UserError) as exc:
         return {}, f"profile: {one_line(exc)}"
-    folder, files = profile_folder(cfg, device, ref, path), done.value["files"]
+    files = done.value["files"]
     tables = [pd.read_csv(folder / f["table"]) for f in files]
     side_by_side(tables[0], tables[-1]).to_csv(job_dir / "profile.csv", index=False)
     columns = {"profile": str(job_dir / "profile.csv"), "profile_ms_p50": files[-1]["p50_ms"]}

@@ -17,9 +17,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import statistics
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,9 +73,7 @@ def delegate_layers(ops: list[str], nodes: dict[str, dict]) -> list[str]:
         for name, aten in KINDS.items():
             if any(node.startswith(f"aten_{op}_") for op in aten):
                 by_kind[name].append(_layer(hierarchy))
-    counts = defaultdict(int)
-    for op in ops:
-        counts[kind(op)] += 1
+    counts = Counter(kind(op) for op in ops)
     seen: dict[str, int] = defaultdict(int)
     layers = []
     for op in ops:
@@ -124,7 +121,7 @@ def operators(etdump: Path, etrecord: Path | None, skip: int) -> tuple[pd.DataFr
     outside = np.asarray(whole) - np.sum(spent, axis=0)  # per run: a spike inside an operator stays that operator's
     table = pd.DataFrame([*rows, _row("", OUTSIDE, "", outside)], columns=COLUMNS[:-1])
     table["share"] = table["trim_mean_ms"] / table["trim_mean_ms"].sum()
-    return table, statistics.median(whole)
+    return table, float(np.median(whole))
 
 
 def backend(event) -> str:
@@ -193,8 +190,8 @@ def read_dumps(artifacts: list[Path], dumps: list[dict], folder: Path) -> list[d
 
 
 def per_layer(profile: pd.DataFrame) -> pd.DataFrame:
-    """A side-by-side profile (`profile.csv`) summed per layer, in execution order: base and variant ms (means)
-    and shares, change_x, and the backends its operators ran on; operators of no layer in one row, the time
+    """A side-by-side profile (`profile.csv`) summed per layer, in execution order: base and variant ms (trimmed
+    means) and shares, change_x, and the backends its operators ran on; operators of no layer in one row, the time
     outside the operators last."""
     table = profile.assign(layer=profile["layer"].fillna(NO_LAYER).replace("", NO_LAYER))
     outside = table["op"] == OUTSIDE
